@@ -1,0 +1,3 @@
+from dlcli.cli.main import main
+
+main()

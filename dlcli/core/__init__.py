@@ -1,0 +1,7 @@
+"""The autodiff core: Tensor, Function, the ops, and the numpy/cupy backend."""
+
+from dlcli.core import ops
+from dlcli.core.backend import DEFAULT_DTYPE, get_array_module
+from dlcli.core.tensor import Function, Tensor, is_grad_enabled, no_grad
+
+__all__ = ["DEFAULT_DTYPE", "Function", "Tensor", "get_array_module", "is_grad_enabled", "no_grad", "ops"]
