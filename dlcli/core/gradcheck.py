@@ -84,8 +84,9 @@ def check_grad(
         if not np.all(err <= bound):
             k = int(np.argmax(err - bound))
             idx = np.unravel_index(k, err.shape)
+            where = tuple(map(int, idx))
             raise AssertionError(
-                f"gradient of input {i} (shape {arrays[i].shape}) is wrong at {tuple(map(int, idx))}: "
+                f"gradient of input {i} (shape {arrays[i].shape}) is wrong at {where}: "
                 f"backward gives {analytic[idx]:.8g}, central differences give {numeric[idx]:.8g} "
                 f"(max abs error {err.max():.3g})"
             )

@@ -40,13 +40,19 @@ def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
     """Sum a gradient that was broadcast back down to `shape` (the one helper every op uses)."""
     if g.shape == shape:
         return g
+    given = g.shape
     extra = g.ndim - len(shape)
     if extra > 0:
         g = g.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
+    if extra >= 0:
+        axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+        if axes:
+            g = g.sum(axis=axes, keepdims=True)
+    # a gradient that is not the input's shape up to broadcasting is a bug in the op's backward;
+    # reshaping it would silently scramble it (e.g. a (4, 3) gradient for a (3, 4) input)
+    if g.shape != shape:
+        raise ValueError(f"gradient of shape {given} does not fit an input of shape {shape}")
+    return g
 
 
 class Function(abc.ABC):
@@ -173,7 +179,10 @@ class Tensor:
                 for x, gx in zip(op.inputs, gxs, strict=True):
                     if gx is None or not x.requires_grad:
                         continue
-                    gx = unbroadcast(gx, x.data.shape)
+                    try:
+                        gx = unbroadcast(gx, x.data.shape)
+                    except ValueError as e:
+                        raise ValueError(f"{type(op).__name__}.backward: {e}") from None
                     key = id(x)
                     grads[key] = gx if key not in grads else grads[key] + gx
             # release the graph as we go so memory does not grow from step to step

@@ -68,7 +68,8 @@ class Max(Function):
 
     def backward(self, gy):
         mask = self.x == self.y
-        count = mask.sum(axis=self.axes, keepdims=True)
+        # counted in gy's dtype: an int64 count would turn float32 gradients into float64
+        count = mask.sum(axis=self.axes, keepdims=True, dtype=gy.dtype)
         return mask * (_expand(gy, self.x.shape, self.axes, self.keepdims) / count)
 
 

@@ -1,0 +1,175 @@
+"""Batch normalization (one fused op with an analytic backward) and inverted dropout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dlcli.core.backend import get_array_module
+from dlcli.core.ops.conv import column_sum
+from dlcli.core.tensor import Function, Tensor
+
+
+def _rows(a: Any) -> Any:
+    """View (..., C) as 2-D (R, L) with long rows: (N*H, W*C) for images, (N, C) for vectors.
+
+    Per-channel vectors are then tiled to length L, so numpy runs long inner loops
+    instead of one short loop per pixel (about twice as fast for C = 32).
+    """
+    if a.ndim <= 2:
+        return a.reshape(-1, a.shape[-1])
+    return a.reshape(-1, a.shape[-2] * a.shape[-1])
+
+
+def _per_channel_sum(r: Any, c: int) -> Any:
+    """Sum of a (R, L) row view over everything but the channel: -> (C,)."""
+    return column_sum(r).reshape(-1, c).sum(axis=0)
+
+
+def _sum_of_products(a: Any, b: Any, c: int) -> Any:
+    """Per-channel sum of a*b for two (R, L) row views, without a temporary the size of a."""
+    xp = get_array_module(a)
+    return xp.einsum("ij,ij->j", a, b).reshape(-1, c).sum(axis=0)
+
+
+class BatchNorm(Function):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta over all axes but the last.
+
+    Inputs are x, then gamma if `has_gamma`, then beta if `has_beta`.
+    """
+
+    def __init__(
+        self, running_mean: Any, running_var: Any, training: bool, momentum: float,
+        epsilon: float, has_gamma: bool, has_beta: bool,
+    ) -> None:  # fmt: skip
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.epsilon = training, momentum, epsilon
+        self.has_gamma, self.has_beta = has_gamma, has_beta
+
+    def forward(self, x, *params):
+        xp = get_array_module(x)
+        c = x.shape[-1]
+        gamma = params[0] if self.has_gamma else None
+        beta = params[-1] if self.has_beta else None
+        xr = _rows(x)
+        reps = xr.shape[1] // c
+        count = x.size // c
+        if self.training:
+            mean = _per_channel_sum(xr, c) / count
+            xc = xr - xp.tile(mean, reps)
+            var = _sum_of_products(xc, xc, c) / count  # biased, as Keras normalizes
+            m = self.momentum
+            # Keras: moving = moving * momentum + batch * (1 - momentum), in place
+            self.running_mean *= m
+            self.running_mean += (1 - m) * mean
+            self.running_var *= m
+            self.running_var += (1 - m) * var
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+            var = self.running_var.astype(x.dtype, copy=False)
+            xc = xr - xp.tile(mean, reps)
+        inv_std = 1.0 / xp.sqrt(var + self.epsilon)
+        scale = inv_std if gamma is None else gamma * inv_std
+        y = xc * xp.tile(scale, reps)
+        if beta is not None:
+            y += xp.tile(beta, reps)
+        self.xc, self.inv_std, self.scale, self.count = xc, inv_std, scale, count
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        c = gy.shape[-1]
+        gyr = _rows(gy)
+        reps = gyr.shape[1] // c
+        xc, inv_std, scale = self.xc, self.inv_std, self.scale
+        sum_gy = _per_channel_sum(gyr, c)
+        sum_gy_xhat = _sum_of_products(gyr, xc, c) * inv_std
+        grads = []
+        if self.needs_input_grad[0]:
+            gx = gyr * xp.tile(scale, reps)
+            if self.training:
+                # through the batch mean and variance as well:
+                # gx = scale * (gy - mean(gy) - xhat * mean(gy * xhat)), with the xhat and
+                # constant terms built in place in the saved xc (last use of it)
+                xc *= xp.tile(-scale * inv_std * sum_gy_xhat / self.count, reps)
+                xc += xp.tile(-scale * sum_gy / self.count, reps)
+                gx += xc
+            grads.append(gx.reshape(gy.shape))
+        else:
+            grads.append(None)
+        if self.has_gamma:
+            grads.append(sum_gy_xhat)
+        if self.has_beta:
+            grads.append(sum_gy)
+        self.xc = None
+        return tuple(grads)
+
+
+def batch_norm(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    running_mean: Any,
+    running_var: Any,
+    training: bool,
+    momentum: float = 0.99,
+    epsilon: float = 1e-3,
+) -> Tensor:
+    """Batch normalization over every axis but the last ((N, C) or (N, H, W, C)).
+
+    Args:
+        x: input.
+        gamma, beta: (C,) scale and offset Tensors, or None (scale=False / center=False).
+        running_mean, running_var: raw (C,) arrays; updated in place when training.
+        training: batch statistics (True) or the running ones (False).
+        momentum, epsilon: as Keras.
+
+    Returns:
+        A Tensor of x's shape.
+
+    Example:
+        y = batch_norm(x, gamma, beta, moving_mean, moving_var, training=True)
+    """
+    params = [p for p in (gamma, beta) if p is not None]
+    return BatchNorm.apply(
+        x, *params, running_mean=running_mean, running_var=running_var, training=bool(training),
+        momentum=float(momentum), epsilon=float(epsilon),
+        has_gamma=gamma is not None, has_beta=beta is not None,
+    )  # fmt: skip
+
+
+class Dropout(Function):
+    """y = x * mask / (1 - rate) with a mask drawn once in forward."""
+
+    def __init__(self, rate: float, rng: Any) -> None:
+        self.rate, self.rng = rate, rng
+
+    def forward(self, x):
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        # the mask carries the 1/(1-rate) scale so backward is one multiply
+        self.mask = keep.astype(x.dtype)
+        self.mask *= 1.0 / (1.0 - self.rate)
+        return x * self.mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+def dropout(x: Tensor, rate: float, training: bool, rng: Any) -> Tensor:
+    """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate).
+
+    Args:
+        x: input.
+        rate: drop probability in [0, 1).
+        training: identity when False.
+        rng: numpy (or cupy) Generator, used as rng.random(shape, dtype=float32).
+
+    Example:
+        y = dropout(x, 0.5, training=True, rng=np.random.default_rng(0))
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    if not training or rate == 0.0:
+        return x
+    return Dropout.apply(x, rate=float(rate), rng=rng)
