@@ -8,12 +8,29 @@ from typing import Any
 import numpy as np
 
 from dlcli.core.tensor import Tensor
+from dlcli.errors import DlcliError
 
 Shape = tuple[int | None, ...]
 
 
-class ShapeError(ValueError):
-    """A layer cannot take the shape it is given (raised at build, before any data)."""
+class ShapeError(DlcliError, ValueError):
+    """A layer cannot take the shape it is given (raised at build, before any data).
+
+    A DlcliError too: a model that does not fit its input is a mistake in the user's config.
+    """
+
+
+def pair(value: Any, what: str) -> tuple[int, int]:
+    """An int or a pair of ints (kernel_size, strides, pool_size) as a pair of positive ints."""
+    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        a, b = items
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}") from None
+    for v in (a, b):
+        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{what} must be positive integers, got {value!r}")
+    return int(a), int(b)
 
 
 class Layer(abc.ABC):
@@ -22,6 +39,8 @@ class Layer(abc.ABC):
     build(input_shape, rng) gets the shape without the batch axis, creates weights through
     add_weight and returns the output shape; call(x, training) computes on a Tensor.
     """
+
+    default_name = "layer"  # Keras's base name; a Sequential makes it unique (dense, dense_1, ...)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
@@ -61,7 +80,13 @@ class Layer(abc.ABC):
         """Compute this layer's output for a batch."""
 
     def __call__(self, x: Tensor, training: bool = False) -> Tensor:
+        if not self.built:
+            raise RuntimeError(f"layer {self.name or type(self).__name__} is used before build()")
         return self.call(x, training=training)
+
+    def set_rng(self, rng: Any) -> None:
+        """Give the layer the model's random generator; only layers that draw at call time care."""
+        return None
 
     # -- facts ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""Conv2D on NHWC inputs with Keras kernels (kh, kw, Cin, Cout); shape inference pools share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dlcli.core import ops
+from dlcli.core.ops.activations import get_activation
+from dlcli.core.ops.conv import resolve_padding
+from dlcli.core.tensor import Tensor
+from dlcli.nn.initializers import get_initializer
+from dlcli.nn.layers.base import Layer, Shape, ShapeError, pair
+from dlcli.nn.regularizers import get_regularizer, regularizer_config
+
+Padding = str | int | tuple[Any, ...]
+
+
+def normalize_padding(padding: Any, allow_explicit: bool = True) -> Padding:
+    """'valid' | 'same' (any case), or for Conv2D: int, (ph, pw), ((top, bottom), (left, right))."""
+    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
+        return padding.lower()
+    if allow_explicit:
+        if isinstance(padding, int | np.integer) and not isinstance(padding, bool) and padding >= 0:
+            return int(padding)
+        if isinstance(padding, list | tuple) and len(padding) == 2:
+            if all(isinstance(p, int | np.integer) and not isinstance(p, bool) and p >= 0
+                   for p in padding):
+                return (int(padding[0]), int(padding[1]))
+            if all(isinstance(p, list | tuple) and len(p) == 2 for p in padding):
+                flat = [v for p in padding for v in p]
+                if all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0
+                       for v in flat):
+                    return ((int(flat[0]), int(flat[1])), (int(flat[2]), int(flat[3])))
+        expected = "'valid', 'same', an int >= 0, (ph, pw) or ((top, bottom), (left, right))"
+    else:
+        expected = "'valid' or 'same'"
+    raise ValueError(f"padding must be {expected}, got {padding!r}")
+
+
+def spatial_output(
+    kind: str, input_shape: Shape, window: tuple[int, int], strides: tuple[int, int],
+    padding: Padding,
+) -> tuple[int, int]:
+    """Output (height, width) of a window sliding over (H, W, C); ShapeError if none fits."""
+    if len(input_shape) != 3:
+        raise ShapeError(
+            f"expects an image input (height, width, channels), got {tuple(input_shape)}"
+        )
+    h, w, c = input_shape
+    if min(h, w, c) < 1:
+        raise ShapeError(f"input {tuple(input_shape)} has an empty axis")
+    (top, bottom), (left, right) = resolve_padding(padding, (h, w), window, strides)
+    ph, pw = h + top + bottom, w + left + right
+    if window[0] > ph or window[1] > pw:
+        padded = f" padded to ({ph}, {pw})" if (ph, pw) != (h, w) else ""
+        raise ShapeError(
+            f"{kind} {window} is larger than its input {tuple(input_shape)}{padded}"
+        )
+    out = ((ph - window[0]) // strides[0] + 1, (pw - window[1]) // strides[1] + 1)
+    if min(out) < 1:  # unreachable when the window fits, kept so the invariant is explicit
+        raise ShapeError(f"the output size falls to {out} for input {tuple(input_shape)}")
+    return out
+
+
+class Conv2D(Layer):
+    """2-D convolution, channels last, with Keras's arguments and 'same' padding rule."""
+
+    default_name = "conv2d"
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | tuple[int, int],
+        strides: int | tuple[int, int] = 1,
+        padding: Padding = "valid",
+        activation: str | None = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if not isinstance(filters, int | np.integer) or isinstance(filters, bool) or filters < 1:
+            raise ValueError(f"Conv2D filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.strides = pair(strides, "strides")
+        self.padding = normalize_padding(padding)
+        self.activation = activation
+        self.activation_fn = get_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        get_initializer(kernel_initializer)  # an unknown name fails here, not at build
+        get_initializer(bias_initializer)
+        self.kernel_regularizer = get_regularizer(kernel_regularizer)
+        self.bias_regularizer = get_regularizer(bias_regularizer)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
+        ho, wo = spatial_output("kernel", input_shape, self.kernel_size, self.strides, self.padding)
+        self.input_shape = tuple(input_shape)
+        cin = input_shape[-1]
+        self.add_weight("kernel", (*self.kernel_size, cin, self.filters), self.kernel_initializer,
+                        rng, regularizer=self.kernel_regularizer)
+        if self.use_bias:
+            self.add_weight("bias", (self.filters,), self.bias_initializer, rng,
+                            regularizer=self.bias_regularizer)
+        self.output_shape = (ho, wo, self.filters)
+        self.built = True
+        return self.output_shape
+
+    def pre_activation(self, x: Tensor, training: bool = False) -> Tensor:
+        """The convolution plus bias, before the activation."""
+        b = self.params["bias"] if self.use_bias else None
+        return ops.conv2d(x, self.params["kernel"], b, strides=self.strides, padding=self.padding)
+
+    def call(self, x: Tensor, training: bool = False) -> Tensor:
+        return self.activation_fn(self.pre_activation(x, training))
+
+    def macs(self) -> int:
+        ho, wo, cout = self.output_shape
+        kh, kw = self.kernel_size
+        return ho * wo * kh * kw * self.input_shape[-1] * cout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "kernel_regularizer": regularizer_config(self.kernel_regularizer),
+            "bias_regularizer": regularizer_config(self.bias_regularizer),
+            "name": self.name,
+        }
