@@ -1,0 +1,119 @@
+"""All terminal output goes through here; the only module that imports rich.
+
+Messages are printed as plain text (no markup parsing), so a key path like model.layers[3] is
+shown as written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+# Console objects look up sys.stdout/sys.stderr when they print, so click's test runner (which
+# swaps them) captures the output.
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """An error for the user, on stderr: `error: <message>`."""
+    _err.print(Text.assemble(("error: ", "bold red"), message))
+
+
+def warning(message: str) -> None:
+    """A warning on stderr."""
+    _err.print(Text.assemble(("warning: ", "bold yellow"), message))
+
+
+def info(message: str) -> None:
+    """A plain line on stdout."""
+    _out.print(Text(message))
+
+
+def success(message: str) -> None:
+    """A line on stdout saying something worked."""
+    _out.print(Text(message, style="green"))
+
+
+def raw(text: str) -> None:
+    """Text exactly as given (JSON, YAML) on stdout: no styling, no wrapping."""
+    _out.file.write(text if text.endswith("\n") else text + "\n")
+    _out.file.flush()
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout, indented, for scripts."""
+    raw(json.dumps(obj, indent=2))
+
+
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    right_align: Sequence[int] = (),
+    footer: Sequence[str] = (),
+) -> None:
+    """A table in Keras's summary style, then footer lines.
+
+    Args:
+        columns: header names.
+        rows: cells as strings, one sequence per row.
+        title: a line above the table (Keras: `Model: "name"`).
+        right_align: indexes of numeric columns.
+        footer: lines printed under the table.
+    """
+    t = Table(show_lines=False, header_style="bold")
+    for i, name in enumerate(columns):
+        t.add_column(name, justify="right" if i in right_align else "left", no_wrap=True)
+    for row in rows:
+        t.add_row(*(Text(cell) for cell in row))
+    if title:
+        _out.print(Text(title))
+    # never squeeze the table: wider than the terminal is better than wrapped cells
+    needed = _out.measure(t, options=_out.options.update_width(10_000)).maximum
+    wide = Console(file=_out.file, width=max(_out.width, needed), highlight=False,
+                   force_terminal=_out.is_terminal, no_color=_out.no_color)
+    wide.print(t)
+    for line in footer:
+        _out.print(Text(line))
+
+
+@contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """A progress bar; yields an object with advance(n=1) and update(description=...).
+
+    Example:
+        with console.progress("epoch 1", total=len(batches)) as bar:
+            for batch in batches:
+                ...
+                bar.advance()
+    """
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=_err, transient=False, disable=not _err.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield _Task(bar, task)
+
+
+class _Task:
+    """The handle `progress` yields: advance and relabel one bar."""
+
+    def __init__(self, bar: Progress, task: Any) -> None:
+        self._bar = bar
+        self._task = task
+
+    def advance(self, n: int = 1) -> None:
+        self._bar.advance(self._task, n)
+
+    def update(self, description: str | None = None, total: int | None = None) -> None:
+        self._bar.update(self._task, description=description, total=total)

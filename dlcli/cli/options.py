@@ -1,0 +1,22 @@
+"""Options shared by every command that reads a config, so `--set` means the same everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+def config_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The CONFIG positional argument (a path; a missing file is reported by load_config)."""
+    return click.argument("config", metavar="CONFIG")(func)
+
+
+def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--set KEY=VALUE`, repeatable, collected into a tuple named `overrides`."""
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override a config value before validation, e.g. --set optimizer.learning_rate=0.01"
+             " or --set model.layers[7].rate=0.5 (values are YAML). Repeatable.",
+    )(func)
