@@ -1,0 +1,244 @@
+"""Datasets from files: .npz, .npy pairs, CSV/TSV and IDX pairs.
+
+A source is a path string or an object (config FileSource, dict) with path, labels, x_key,
+y_key, target and header. Errors name the config key (e.g. data.train.labels) and the path.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcli.data.idx import is_idx, read_bytes, read_idx
+from dlcli.errors import DataError
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file source with its defaults filled in."""
+
+    path: str
+    labels: str | None = None
+    x_key: str = "x"
+    y_key: str = "y"
+    target: str | int = -1
+    header: bool | None = None
+
+
+def file_spec(source: Any) -> FileSpec:
+    """Normalize a path string, a config FileSource or a dict into a FileSpec."""
+    if isinstance(source, str | os.PathLike):
+        return FileSpec(path=os.fspath(source))
+    get = source.get if isinstance(source, dict) else lambda k, d=None: getattr(source, k, d)
+    if get("path") is None:
+        raise DataError(f"a data file source needs a path, got {source!r}")
+    return FileSpec(
+        path=os.fspath(get("path")),
+        labels=os.fspath(get("labels")) if get("labels") is not None else None,
+        x_key=get("x_key") or "x",
+        y_key=get("y_key") or "y",
+        target=get("target") if get("target") is not None else -1,
+        header=get("header"),
+    )
+
+
+def file_kind(path: Path) -> str:
+    """'npz', 'npy', 'csv' or 'idx' from the name, else by sniffing for an IDX header."""
+    name = path.name.lower().removesuffix(".gz")
+    for ext, kind in ((".npz", "npz"), (".npy", "npy"), (".csv", "csv"), (".tsv", "csv")):
+        if name.endswith(ext):
+            return kind
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                head = f.read(4)
+    except (OSError, EOFError):
+        head = b""
+    return "idx" if is_idx(head) else "unknown"
+
+
+def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read features and labels/targets of one split.
+
+    Args:
+        source: a path, FileSource or dict (see FileSpec).
+        key: the config key, for messages (e.g. "data.train").
+    Returns:
+        x (N, ...) in the file's dtype, y (N,) or (N, k): numbers, or strings for CSV labels.
+    Raises:
+        DataError: missing or unreadable file, missing labels, unknown format, N mismatch.
+    """
+    spec = file_spec(source)
+    path = Path(spec.path).expanduser()
+    path_key = key if isinstance(source, str | os.PathLike) else f"{key}.path"
+    if not path.is_file():
+        raise DataError(f"{path_key}: file not found: {path}")
+    kind = file_kind(path)
+    if spec.labels is not None and kind in ("npz", "csv"):
+        raise DataError(
+            f"{key}.labels: a {kind} file holds its own labels; labels applies to .npy and IDX"
+        )
+    if kind == "npz":
+        x, y = _read_npz(path, spec, key)
+    elif kind == "csv":
+        x, y, _ = read_csv(path, target=spec.target, header=spec.header, key=path_key)
+    elif kind in ("npy", "idx"):
+        if spec.labels is None:
+            raise DataError(
+                f"{key}.labels: {path.name} holds features only; set {key}.labels to the "
+                f"labels file (.npy or IDX)"
+            )
+        labels = Path(spec.labels).expanduser()
+        if not labels.is_file():
+            raise DataError(f"{key}.labels: file not found: {labels}")
+        x = _read_array(path, kind, path_key)
+        y = _read_array(labels, file_kind(labels), f"{key}.labels")
+    else:
+        raise DataError(
+            f"{path_key}: cannot tell the format of {path}: expected .npz, .npy (with labels), "
+            f".csv/.tsv, or an IDX file (with labels)"
+        )
+    if len(x) != len(y):
+        raise DataError(f"{key}: {len(x)} samples but {len(y)} labels in {path}")
+    return x, y
+
+
+def _read_array(path: Path, kind: str, key: str) -> np.ndarray:
+    if kind == "idx":
+        try:
+            return read_idx(path)
+        except DataError as e:
+            raise DataError(f"{key}: {e}") from None
+    if kind != "npy":
+        raise DataError(f"{key}: {path} is neither a .npy nor an IDX file")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        # allow_pickle=False: an object array (which needs pickle) is refused with ValueError.
+        raise DataError(f"{key}: cannot read {path}: {e}") from None
+    if a.ndim == 0:
+        raise DataError(f"{key}: {path} holds a scalar, expected one row per sample")
+    return a
+
+
+def _read_npz(path: Path, spec: FileSpec, key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            for field, name in (("x_key", spec.x_key), ("y_key", spec.y_key)):
+                if name not in names:
+                    raise DataError(f"{key}.{field}: {path} has no array {name!r}; it has {names}")
+            x, y = z[spec.x_key], z[spec.y_key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{key}: cannot read {path}: {e}") from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{key}: {path}: x and y must have one row per sample, got scalars")
+    return x, y
+
+
+def _number(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def read_csv(
+    path: str | os.PathLike[str],
+    *,
+    target: str | int = -1,
+    header: bool | None = None,
+    key: str = "data.train",
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Read a CSV (or .tsv) table: numeric features plus one target column.
+
+    Args:
+        path: the file (.csv, .tsv, optionally .gz).
+        target: the target column, by header name or index (negative counts from the end).
+        header: whether the first row holds column names; None detects it: a header when a
+            target name is given or any feature cell of the first row is not a number.
+    Returns:
+        x float64 (N, F); y int64 when all targets are integers, float64 when numbers,
+        else str (class names); the column names (None without a header).
+    """
+    p = Path(path)
+    delimiter = "\t" if p.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+    try:
+        text = read_bytes(p).decode("utf-8-sig")  # -sig: drop the BOM Excel writes
+    except UnicodeDecodeError as e:
+        raise DataError(f"{key}: {p} is not UTF-8 text ({e})") from None
+    rows = [
+        (i, r)
+        for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1)
+        if r and any(c.strip() for c in r)
+    ]
+    if not rows:
+        raise DataError(f"{key}: {p} is empty")
+    width = len(rows[0][1])
+    if width < 2:
+        raise DataError(f"{key}: {p} has {width} column; need features and a target column")
+
+    first = [c.strip() for c in rows[0][1]]
+    if isinstance(target, str):
+        if header is False:
+            raise DataError(
+                f"{key}.target: column name {target!r} needs a header row (header: true)"
+            )
+        header = True
+    if header is None:
+        t = target if isinstance(target, int) else -1
+        t = t % width if -width <= t < width else t
+        header = any(_number(c) is None for j, c in enumerate(first) if j != t)
+    columns = first if header else None
+    body = rows[1:] if header else rows
+    if not body:
+        raise DataError(f"{key}: {p} has a header but no data rows")
+
+    if isinstance(target, str):
+        if target not in first:
+            raise DataError(f"{key}.target: no column {target!r} in {p}; columns: {first}")
+        t = first.index(target)
+    else:
+        if not -width <= target < width:
+            raise DataError(f"{key}.target: column {target} is out of range for {width} columns")
+        t = target % width
+
+    feats = [j for j in range(width) if j != t]
+    x = np.empty((len(body), len(feats)), dtype=np.float64)
+    y_raw = []
+    for n, (line, row) in enumerate(body):
+        if len(row) != width:
+            raise DataError(f"{key}: {p} line {line} has {len(row)} fields, expected {width}")
+        for m, j in enumerate(feats):
+            v = _number(row[j])
+            if v is None:
+                col = repr(columns[j]) if columns else str(j)
+                raise DataError(f"{key}: {p} line {line}, column {col}: {row[j]!r} is not a number")
+            x[n, m] = v
+        y_raw.append(row[t].strip())
+    return x, _parse_targets(y_raw), columns
+
+
+def _parse_targets(values: list[str]) -> np.ndarray:
+    """int64 when every value is an integer, float64 when every value is a number, else str."""
+    nums = [_number(v) for v in values]
+    if any(v is None for v in nums):
+        return np.array(values, dtype=str)
+    y = np.array(nums, dtype=np.float64)
+    if (
+        np.all(np.isfinite(y))
+        and np.all(y == np.round(y))
+        and all("." not in v and "e" not in v.lower() for v in values)
+    ):
+        return y.astype(np.int64)
+    return y
