@@ -1,0 +1,625 @@
+"""Optimizers with Keras 3 update rules and defaults, on numpy or cupy arrays.
+
+Every optimizer follows Keras's `BaseOptimizer.apply` order for one step:
+clip each gradient (clipnorm: by its own L2 norm; clipvalue: elementwise), apply decoupled
+weight decay (`var -= var * weight_decay * lr`), run the update rule with `t = iterations + 1`,
+then count the iteration. Slots (moments, accumulators) live next to the parameters (same
+array module and dtype) and are updated in place, with a per-parameter scratch buffer, so a
+step allocates almost nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dlcli.core.backend import get_array_module, to_numpy
+from dlcli.core.tensor import Tensor
+
+
+class Optimizer(abc.ABC):
+    """Base class: gradient clipping, weight decay, slots, iteration count and state.
+
+    Args:
+        params: the Tensors to update (their `.grad` is read by `step()`).
+        learning_rate: step size; schedules set it between epochs.
+        weight_decay: decoupled decay, `var -= var * weight_decay * learning_rate`, before
+            the update.
+        clipnorm: clip each gradient to this L2 norm (each by its own norm, as Keras).
+        clipvalue: clip each gradient elementwise to [-clipvalue, clipvalue].
+    """
+
+    name: ClassVar[str] = "optimizer"
+    # how many scratch buffers (shaped like the parameter) one update needs
+    n_scratch: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params[{i}] is a {type(p).__name__}, expected a Tensor")
+        if clipnorm is not None and clipvalue is not None:
+            raise ValueError("only one of clipnorm and clipvalue can be set")
+        for label, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{label} must be > 0, got {v}")
+        if weight_decay is not None and weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.iterations = 0
+        # slot name -> one array per parameter, e.g. self.slots["m"][3]
+        self.slots: dict[str, list[Any]] = {}
+        for slot, init in self.slot_specs().items():
+            self.slots[slot] = [_full_like(p.data, init) for p in self.params]
+        self._scratch: list[list[Any] | None] = [None] * len(self.params)
+
+    # -- what subclasses define -----------------------------------------------------------
+    def slot_specs(self) -> dict[str, float]:
+        """Slot names this optimizer keeps per parameter, with their initial value."""
+        return {}
+
+    @abc.abstractmethod
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        """Update `var` in place from gradient `g` (t = 1-based step, s = scratch buffers)."""
+
+    def _begin_step(self, t: int) -> None:
+        """Per-step work shared by all parameters (Nadam's momentum-cache product)."""
+        return None
+
+    def _extra_state(self) -> dict[str, float]:
+        """Scalar state beyond iterations, learning rate and slots."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, float]) -> None:
+        """Restore what `_extra_state` returned."""
+        return None
+
+    # -- public API -----------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0:
+            raise ValueError(f"learning_rate must be >= 0, got {value}")
+        self._learning_rate = value
+
+    def step(self) -> None:
+        """Apply one update to every parameter that has a gradient (others are skipped)."""
+        todo = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
+        if not todo:  # Keras makes apply() a no-op when there are no gradients
+            return
+        t = self.iterations + 1
+        lr = self._learning_rate
+        self._begin_step(t)
+        for i, p in todo:
+            g = self._clip(p.grad, p.data)
+            if self.weight_decay is not None:
+                # var - var*wd*lr, in place (the same value as Keras's assign)
+                p.data *= 1.0 - self.weight_decay * lr
+            s = self._scratch[i]
+            if s is None:
+                xp = get_array_module(p.data)
+                s = self._scratch[i] = [xp.empty_like(p.data) for _ in range(self.n_scratch)]
+            self._update(i, p.data, g, lr, t, s)
+        self.iterations = t
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (the next backward starts from zero)."""
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Flat, npz-storable copy of the state: "iterations", "learning_rate", "<slot>/<index>"."""
+        state: dict[str, np.ndarray] = {
+            "iterations": np.asarray(self.iterations, dtype=np.int64),
+            "learning_rate": np.asarray(self._learning_rate, dtype=np.float64),
+        }
+        for key, value in self._extra_state().items():
+            state[key] = np.asarray(value, dtype=np.float64)
+        for slot, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                state[f"{slot}/{i}"] = to_numpy(a).copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; keys and shapes must match this optimizer and its params."""
+        expected = set(self.state_dict_keys())
+        given = set(state)
+        if expected != given:
+            missing = sorted(expected - given)
+            unexpected = sorted(given - expected)
+            raise ValueError(
+                f"optimizer state does not match {self.name} with {len(self.params)} params: "
+                f"missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for slot, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                value = np.asarray(to_numpy(state[f"{slot}/{i}"]))
+                if value.shape != a.shape:
+                    raise ValueError(
+                        f"optimizer state '{slot}/{i}' has shape {value.shape}, "
+                        f"expected {tuple(a.shape)}"
+                    )
+        for slot, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                xp = get_array_module(a)
+                a[...] = xp.asarray(to_numpy(state[f"{slot}/{i}"]), dtype=a.dtype)
+        self.iterations = int(np.asarray(to_numpy(state["iterations"])))
+        self.learning_rate = float(np.asarray(to_numpy(state["learning_rate"])))
+        extra = {k: float(np.asarray(to_numpy(state[k]))) for k in self._extra_state()}
+        self._load_extra_state(extra)
+
+    def state_dict_keys(self) -> list[str]:
+        """The keys `state_dict()` produces."""
+        keys = ["iterations", "learning_rate", *self._extra_state()]
+        keys += [f"{slot}/{i}" for slot in self.slots for i in range(len(self.params))]
+        return keys
+
+    def __repr__(self) -> str:
+        lr, n = self._learning_rate, len(self.params)
+        return f"{type(self).__name__}(learning_rate={lr}, params={n})"
+
+    # -- helpers --------------------------------------------------------------------------
+    def _clip(self, g: Any, like: Any) -> Any:
+        """The gradient to use: cast to the parameter's dtype and clipped; never p.grad mutated."""
+        xp = get_array_module(g)
+        if g.dtype != like.dtype:
+            g = g.astype(like.dtype)
+        if self.clipnorm is not None:
+            # Keras clip_by_norm: g * clipnorm / max(||g||, clipnorm); stays on device (no sync)
+            flat = g.reshape(-1)
+            norm = xp.sqrt(xp.dot(flat, flat))
+            g = g * (self.clipnorm / xp.maximum(norm, self.clipnorm)).astype(like.dtype)
+        elif self.clipvalue is not None:
+            g = xp.clip(g, -self.clipvalue, self.clipvalue)
+        return g
+
+
+def _full_like(a: Any, value: float) -> Any:
+    xp = get_array_module(a)
+    return xp.full_like(a, value) if value else xp.zeros_like(a)
+
+
+class SGD(Optimizer):
+    """Gradient descent with optional (Nesterov) momentum, as keras.optimizers.SGD.
+
+    velocity = momentum * velocity - lr * g;  w += velocity
+    (nesterov: w += momentum * velocity - lr * g)
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be a float in [0, 1], got {momentum}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        return {"momentum": 0.0} if self.momentum != 0 else {}
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        glr = xp.multiply(g, lr, out=s[0])
+        if self.momentum == 0:
+            var -= glr
+            return
+        m = self.slots["momentum"][i]
+        m *= self.momentum
+        m -= glr
+        if self.nesterov:
+            var -= glr
+            var += xp.multiply(m, self.momentum, out=s[0])
+        else:
+            var += m
+
+
+class RMSprop(Optimizer):
+    """RMSprop as keras.optimizers.RMSprop (epsilon inside the square root).
+
+    v = rho*v + (1-rho)*g^2;  centered: a = rho*a + (1-rho)*g, denom = v - a^2 + eps, else v + eps
+    inc = lr*g/sqrt(denom);  momentum: mom = momentum*mom + inc, w -= mom;  else w -= inc
+    """
+
+    name = "rmsprop"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.centered = bool(centered)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        specs = {"velocity": 0.0}
+        if self.momentum > 0:
+            specs["momentum"] = 0.0
+        if self.centered:
+            specs["average_gradient"] = 0.0
+        return specs
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        rho, buf = self.rho, s[0]
+        v = self.slots["velocity"][i]
+        v *= rho
+        xp.multiply(g, g, out=buf)
+        buf *= 1 - rho
+        v += buf
+        if self.centered:
+            a = self.slots["average_gradient"][i]
+            a *= rho
+            a += xp.multiply(g, 1 - rho, out=buf)
+            xp.multiply(a, a, out=buf)
+            xp.subtract(v, buf, out=buf)
+            buf += self.epsilon
+        else:
+            xp.add(v, self.epsilon, out=buf)
+        xp.sqrt(buf, out=buf)
+        xp.divide(g, buf, out=buf)
+        buf *= lr
+        if self.momentum > 0:
+            mom = self.slots["momentum"][i]
+            mom *= self.momentum
+            mom += buf
+            var -= mom
+        else:
+            var -= buf
+
+
+class Adagrad(Optimizer):
+    """Adagrad as keras.optimizers.Adagrad: acc += g^2;  w -= lr*g/sqrt(acc + eps)."""
+
+    name = "adagrad"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = float(epsilon)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        return {"accumulator": self.initial_accumulator_value}
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        acc, buf = self.slots["accumulator"][i], s[0]
+        acc += xp.multiply(g, g, out=buf)
+        xp.add(acc, self.epsilon, out=buf)
+        xp.sqrt(buf, out=buf)
+        xp.divide(g, buf, out=buf)
+        buf *= lr
+        var -= buf
+
+
+class Adadelta(Optimizer):
+    """Adadelta as keras.optimizers.Adadelta.
+
+    ag = rho*ag + (1-rho)*g^2;  delta = -sqrt(ad + eps)*g/sqrt(ag + eps)
+    ad = rho*ad + (1-rho)*delta^2;  w += lr*delta
+    """
+
+    name = "adadelta"
+    n_scratch = 2
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        rho: float = 0.95,
+        epsilon: float = 1e-7,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.rho = float(rho)
+        self.epsilon = float(epsilon)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        return {"accumulated_grad": 0.0, "accumulated_delta_var": 0.0}
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        rho, eps = self.rho, self.epsilon
+        ag = self.slots["accumulated_grad"][i]
+        ad = self.slots["accumulated_delta_var"][i]
+        ag *= rho
+        ag += xp.multiply(xp.multiply(g, g, out=s[0]), 1 - rho, out=s[0])
+        # s[0] = -delta = sqrt(ad + eps) * g / sqrt(ag + eps)
+        xp.sqrt(xp.add(ad, eps, out=s[0]), out=s[0])
+        s[0] *= g
+        xp.sqrt(xp.add(ag, eps, out=s[1]), out=s[1])
+        s[0] /= s[1]
+        ad *= rho
+        ad += xp.multiply(xp.multiply(s[0], s[0], out=s[1]), 1 - rho, out=s[1])
+        s[0] *= lr
+        var -= s[0]
+
+
+class Adam(Optimizer):
+    """Adam as keras.optimizers.Adam (epsilon outside the square root).
+
+    alpha = lr*sqrt(1-b2^t)/(1-b1^t);  m += (g-m)*(1-b1);  v += (g^2-v)*(1-b2)
+    amsgrad: v_hat = max(v_hat, v), used for v;  w -= alpha*m/(sqrt(v)+eps)
+    """
+
+    name = "adam"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.amsgrad = bool(amsgrad)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        specs = {"m": 0.0, "v": 0.0}
+        if self.amsgrad:
+            specs["v_hat"] = 0.0
+        return specs
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        b1, b2, buf = self.beta_1, self.beta_2, s[0]
+        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        m, v = self.slots["m"][i], self.slots["v"][i]
+        xp.subtract(g, m, out=buf)
+        buf *= 1 - b1
+        m += buf
+        xp.multiply(g, g, out=buf)
+        buf -= v
+        buf *= 1 - b2
+        v += buf
+        if self.amsgrad:
+            v_hat = self.slots["v_hat"][i]
+            xp.maximum(v_hat, v, out=v_hat)
+            v = v_hat
+        xp.sqrt(v, out=buf)
+        buf += self.epsilon
+        xp.divide(m, buf, out=buf)
+        buf *= alpha
+        var -= buf
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras AdamW: weight_decay defaults to 0.004)."""
+
+    name = "adamw"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        weight_decay: float = 0.004,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        if weight_decay is None:
+            raise ValueError("adamw needs a float weight_decay, got None")
+        super().__init__(
+            params, learning_rate, beta_1, beta_2, epsilon, amsgrad,
+            weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+        )
+
+
+class Adamax(Optimizer):
+    """Adamax as keras.optimizers.Adamax.
+
+    m += (g-m)*(1-b1);  u = max(b2*u, |g|);  w -= lr*m/((1-b1^t)*(u+eps))
+    """
+
+    name = "adamax"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        return {"m": 0.0, "u": 0.0}
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        b1, buf = self.beta_1, s[0]
+        m, u = self.slots["m"][i], self.slots["u"][i]
+        xp.subtract(g, m, out=buf)
+        buf *= 1 - b1
+        m += buf
+        u *= self.beta_2
+        xp.maximum(u, xp.abs(g, out=buf), out=u)
+        xp.add(u, self.epsilon, out=buf)
+        xp.divide(m, buf, out=buf)
+        buf *= lr / (1 - b1**t)
+        var -= buf
+
+
+class Nadam(Optimizer):
+    """Nadam as keras.optimizers.Nadam (Dozat's momentum schedule u_t = b1*(1 - 0.5*0.96^t)).
+
+    m, v as Adam;  m_hat = u_{t+1}*m/(1 - prod u_1..u_{t+1}) + (1-u_t)*g/(1 - prod u_1..u_t)
+    v_hat = v/(1-b2^t);  w -= lr*m_hat/(sqrt(v_hat)+eps)
+    """
+
+    name = "nadam"
+    n_scratch = 2
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.u_product = 1.0  # prod of u_1..u_t, advanced once per step before the updates
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+
+    def slot_specs(self) -> dict[str, float]:
+        return {"m": 0.0, "v": 0.0}
+
+    def _u(self, t: int) -> float:
+        return self.beta_1 * (1.0 - 0.5 * 0.96**t)
+
+    def _begin_step(self, t: int) -> None:
+        self.u_product *= self._u(t)
+
+    def _extra_state(self) -> dict[str, float]:
+        return {"u_product": self.u_product}
+
+    def _load_extra_state(self, state: dict[str, float]) -> None:
+        self.u_product = state["u_product"]
+
+    def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
+        xp = get_array_module(var)
+        b1, b2 = self.beta_1, self.beta_2
+        u_t, u_t1 = self._u(t), self._u(t + 1)
+        u_prod_t = self.u_product
+        u_prod_t1 = u_prod_t * u_t1
+        m, v = self.slots["m"][i], self.slots["v"][i]
+        xp.subtract(g, m, out=s[0])
+        s[0] *= 1 - b1
+        m += s[0]
+        xp.multiply(g, g, out=s[0])
+        s[0] -= v
+        s[0] *= 1 - b2
+        v += s[0]
+        # s[0] = m_hat
+        xp.multiply(m, u_t1 / (1 - u_prod_t1), out=s[0])
+        s[0] += xp.multiply(g, (1 - u_t) / (1 - u_prod_t), out=s[1])
+        # s[1] = sqrt(v_hat) + eps
+        xp.multiply(v, 1.0 / (1 - b2**t), out=s[1])
+        xp.sqrt(s[1], out=s[1])
+        s[1] += self.epsilon
+        s[0] /= s[1]
+        s[0] *= lr
+        var -= s[0]
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, Nadam)
+}
+
+
+def optimizer_fields(name: str) -> dict[str, Any]:
+    """The config fields (constructor args except params) of an optimizer, with their defaults."""
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "params")}
+
+
+def build_optimizer(cfg: dict[str, Any], params: Iterable[Tensor]) -> Optimizer:
+    """Build an optimizer from its config dict.
+
+    Args:
+        cfg: {"type": name (case-insensitive), plus Keras-named fields}; "lr" is accepted for
+            learning_rate. Unknown fields or type raise ValueError.
+        params: the Tensors to optimize.
+    Returns:
+        The optimizer.
+    Example:
+        >>> opt = build_optimizer({"type": "Adam", "learning_rate": 1e-3}, model.trainable_weights)
+    """
+    cfg = dict(cfg)
+    if "type" not in cfg:
+        raise ValueError(f"optimizer config needs a 'type', one of {sorted(OPTIMIZERS)}")
+    name = str(cfg.pop("type")).lower()
+    cls = _lookup(name)
+    if "lr" in cfg:
+        if cfg.get("learning_rate") is not None:
+            raise ValueError("optimizer config gives both 'lr' and 'learning_rate'")
+        cfg.pop("learning_rate", None)
+        cfg["learning_rate"] = cfg.pop("lr")
+    fields = optimizer_fields(name)
+    unknown = sorted(set(cfg) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {unknown} for optimizer '{name}'; valid fields: {sorted(fields)}"
+        )
+    return cls(params, **cfg)
+
+
+def _lookup(name: str) -> type[Optimizer]:
+    cls = OPTIMIZERS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown optimizer '{name}'; valid names: {sorted(OPTIMIZERS)}")
+    return cls
