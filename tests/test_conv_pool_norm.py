@@ -92,9 +92,14 @@ def test_resolve_padding_rules():
     assert resolve_padding((1, 0), (5, 5), 3, 1) == ((1, 1), (0, 0))
     assert resolve_padding(((0, 1), (2, 0)), (5, 5), 3, 1) == ((0, 1), (2, 0))
     assert conv_output_size(7, 3, 2, (1, 1)) == 4
-    for bad in ("full", -1, (1, 2, 3), "x" * 3):
+    assert resolve_padding(np.int64(1), (5, 5), 3, 1) == ((1, 1), (1, 1))
+    assert resolve_padding([1, [0, 2]], (5, 5), 3, 1) == ((1, 1), (0, 2))  # YAML lists
+    for bad in ("full", -1, (1, 2, 3), True, (1.5, 1), ((0, -1), (0, 0))):
         with pytest.raises(ValueError):
             resolve_padding(bad, (5, 5), 3, 1)
+    for bad in (0, (1, 0), True, 1.5):
+        with pytest.raises(ValueError):
+            resolve_padding("valid", (5, 5), 3, bad)
 
 
 @pytest.mark.parametrize("strides,padding", [(1, "valid"), (2, "same"), ((1, 2), 1),
@@ -163,6 +168,21 @@ def test_conv2d_skips_input_grad_for_first_layer():
     conv2d(x, W, padding="same").sum().backward()
     assert x.grad is None and W.grad.shape == (3, 3, 2, 3)
     check_grad(lambda W: conv2d(x.data, W, padding="same"), [W.data])
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_padded_scratch_buffer_shared_by_two_calls(kernel):
+    """Two convs and pools of one geometry share a padding buffer; backward must not mind."""
+    rng = np.random.default_rng(15)
+    a, b = rng.standard_normal((2, 1, 4, 5, 4))
+    W = rng.standard_normal((kernel, kernel, 4, 2))
+
+    def fn(a, b, W):
+        conv = conv2d(a, W, padding=1) * conv2d(b, W, padding=1)
+        pool = max_pool2d(a, 2, 1, "same") + avg_pool2d(b, 2, 1, "same")
+        return conv.sum() + pool.sum()
+
+    check_grad(fn, [a, b, W])
 
 
 def test_conv2d_rejects_channel_mismatch():

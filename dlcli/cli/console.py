@@ -7,6 +7,7 @@ shown as written.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -117,3 +118,82 @@ class _Task:
 
     def update(self, description: str | None = None, total: int | None = None) -> None:
         self._bar.update(self._task, description=description, total=total)
+
+
+class TrainProgress:
+    """The trainer's Reporter: a rich bar per epoch on a terminal, plain lines elsewhere.
+
+    The bar shows batches, ETA, samples/s and the running loss; each finished epoch leaves one
+    line (the trainer's epoch summary), so a log piped to a file stays readable.
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._start = 0.0
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            _out.print(Text(text))
+
+    def epoch_begin(self, epoch: int, epochs: int, n_batches: int) -> None:
+        if self.quiet or not _err.is_terminal:
+            return
+        from rich.progress import TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("loss {task.fields[loss]}"), console=_err, transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=n_batches, epoch=f"{epoch + 1}/{epochs}",
+                                        rate="", loss="-")
+        self._start = time.perf_counter()
+
+    def batch_end(self, batch: int, logs: dict[str, float], samples: int) -> None:
+        if self._bar is None:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        self._bar.update(self._task, advance=1, loss=f"{logs['loss']:.4f}",
+                         rate=f"{samples / elapsed:,.0f} samples/s")
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+@contextmanager
+def download_progress() -> Iterator[Any]:
+    """A callback progress(done_bytes, total_bytes_or_None) that drives a rich download bar."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=_err, transient=True, disable=not _err.is_terminal)
+    task = None
+
+    def update(done: int, total: int | None) -> None:
+        nonlocal task
+        if task is None or done == 0:
+            if task is not None:
+                bar.remove_task(task)
+            task = bar.add_task("download", total=total)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def kv_table(title: str, values: dict[str, Any]) -> None:
+    """A two-column table of names and numbers (metrics)."""
+    t = Table(title=title, header_style="bold", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in values.items():
+        t.add_row(Text(k), Text(f"{v:.4f}" if isinstance(v, float) else str(v)))
+    _out.print(t)

@@ -4,4 +4,6 @@ from dlcli.core import ops
 from dlcli.core.backend import DEFAULT_DTYPE, get_array_module
 from dlcli.core.tensor import Function, Tensor, is_grad_enabled, no_grad
 
-__all__ = ["DEFAULT_DTYPE", "Function", "Tensor", "get_array_module", "is_grad_enabled", "no_grad", "ops"]
+__all__ = [
+    "DEFAULT_DTYPE", "Function", "Tensor", "get_array_module", "is_grad_enabled", "no_grad", "ops",
+]

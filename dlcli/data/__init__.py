@@ -401,3 +401,36 @@ def _integer_labels(y: np.ndarray, split: str, loss: str) -> None:
         return
     if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
         raise DataError(f"{loss} needs integer class labels; the {split} labels are {y.dtype}")
+
+
+def prepare_data(
+    source: Any,
+    input_shape: Sequence[int],
+    preprocessor: Preprocessor,
+    task: str,
+    class_names: list[str] | None = None,
+    key: str = "--data",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a data file for a trained model: its stored preprocessing and class names apply.
+
+    Raises:
+        DataError: unreadable file, wrong input shape, non-finite values, unknown labels.
+    """
+    x, y = load_source(source, key)
+    if task == CLASSIFICATION and y.dtype.kind in "USO" and class_names:
+        index = {name: i for i, name in enumerate(class_names)}
+        unknown = sorted({str(v) for v in y.ravel()} - set(index))
+        if unknown:
+            raise DataError(
+                f"{key}: labels {unknown[:5]} are not classes of this model ({class_names})"
+            )
+        y = np.array([index[str(v)] for v in y.ravel()], dtype=np.int64)
+    else:
+        raw = _Raw({"train": (x, y), "validation": None, "test": None}, class_names, None, key)
+        _encode_labels(raw, task)
+        x, y = raw.parts["train"]
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{key}: the inputs are not numbers (dtype {x.dtype})")
+    check_finite(x, key)
+    x = fit_input_shape(x, tuple(int(d) for d in input_shape), key)
+    return preprocessor.apply(x), y

@@ -11,6 +11,7 @@ Also home to the helpers that pool.py and norm.py share: padding and column sums
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 from dlcli.core.backend import get_array_module
@@ -22,10 +23,11 @@ Padding = tuple[Pair, Pair]
 
 def _pair(v: Any, what: str) -> Pair:
     """An int or a pair of ints as a pair of positive ints."""
-    if isinstance(v, int):
-        v = (v, v)
+    pair = (v, v) if isinstance(v, Integral) else v
     try:
-        a, b = (int(i) for i in v)
+        if any(isinstance(i, bool) or not isinstance(i, Integral) for i in pair):
+            raise TypeError
+        a, b = (int(i) for i in pair)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}") from None
     if a < 1 or b < 1:
@@ -62,13 +64,15 @@ def resolve_padding(padding: Any, in_hw: tuple[int, int], kernel: Any, strides: 
         if mode == "same":
             return _same_pad(int(in_hw[0]), kh, sh), _same_pad(int(in_hw[1]), kw, sw)
         raise ValueError(f"padding must be 'valid', 'same', an int or pairs, got {padding!r}")
-    if isinstance(padding, int):
-        pads: Any = ((padding, padding), (padding, padding))
+    if isinstance(padding, Integral) and not isinstance(padding, bool):
+        pads: Any = ((int(padding), int(padding)),) * 2
     else:
         try:
             first, second = padding
-            pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in (first, second))
+            pads = tuple((p, p) if isinstance(p, Integral) else tuple(p) for p in (first, second))
             (t, b), (l, r) = pads
+            if any(isinstance(p, bool) or not isinstance(p, Integral) for p in (t, b, l, r)):
+                raise TypeError
             pads = ((int(t), int(b)), (int(l), int(r)))
         except (TypeError, ValueError):
             raise ValueError(
@@ -85,19 +89,36 @@ def conv_output_size(size: int, k: int, s: int, padding_pair: Pair) -> int:
     return (size + padding_pair[0] + padding_pair[1] - k) // s + 1
 
 
-def pad_hw(x: Any, pads: Padding, value: float = 0.0) -> Any:
-    """x (N, H, W, C) padded on H and W; x itself when there is nothing to pad."""
+# padded copies that ops only read during forward (im2col, pooling windows), kept by
+# geometry: the border is written once and each call only copies the interior
+_scratch: dict[tuple[Any, ...], Any] = {}
+_SCRATCH_ENTRIES = 8
+
+
+def pad_hw(x: Any, pads: Padding, value: float = 0.0, scratch: bool = False) -> Any:
+    """x (N, H, W, C) padded on H and W; x itself when there is nothing to pad.
+
+    With scratch=True the result is a buffer shared with later calls of the same
+    geometry: valid only until the next such call, so only for use inside one forward.
+    """
     (t, b), (l, r) = pads
     if t == b == l == r == 0:
         return x
     xp = get_array_module(x)
     n, h, w, c = x.shape
-    out = xp.empty((n, h + t + b, w + l + r, c), dtype=x.dtype)
-    # only the border gets the value: the interior is overwritten by x
-    out[:, :t] = value
-    out[:, t + h :] = value
-    out[:, t : t + h, :l] = value
-    out[:, t : t + h, l + w :] = value
+    shape = (n, h + t + b, w + l + r, c)
+    key = (xp.__name__, shape, x.dtype.str, pads, value)
+    out = _scratch.get(key) if scratch else None
+    if out is None:
+        out = xp.empty(shape, dtype=x.dtype)
+        out[:, :t] = value
+        out[:, t + h :] = value
+        out[:, t : t + h, :l] = value
+        out[:, t : t + h, l + w :] = value
+        if scratch:
+            if len(_scratch) >= _SCRATCH_ENTRIES:
+                _scratch.pop(next(iter(_scratch)))  # the oldest entry
+            _scratch[key] = out
     out[:, t : t + h, l : l + w] = x
     return out
 
@@ -116,7 +137,9 @@ def _windows(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair) -> Any:
 _FEW_CHANNELS = 4
 
 
-def _im2col(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool) -> Any:
+def _im2col(
+    xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool, may_view: bool
+) -> Any:
     """The (N*Ho*Wo, kh*kw*C [+1]) column matrix of xpad's windows, plus a column of ones.
 
     The ones column lets the bias ride along in the GEMM (forward) and come out of the gW
@@ -124,7 +147,8 @@ def _im2col(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool) ->
     windows are copied row by row (the inner copy is C long); with few channels (a first
     layer on grey or RGB images) that inner copy would be 1-3 elements, so the matrix is
     built transposed instead, one contiguous shifted image per kernel offset, and
-    returned as a transposed view (BLAS takes either layout).
+    returned as a transposed view (BLAS takes either layout). may_view allows a 1x1
+    stride-1 kernel without bias to return a view of xpad instead of a copy.
     """
     xp = get_array_module(xpad)
     n, _, _, c = xpad.shape
@@ -140,7 +164,7 @@ def _im2col(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool) ->
         if ones:
             buf[k] = 1
         return buf.T
-    if kh == kw == sh == sw == 1 and not ones:
+    if kh == kw == sh == sw == 1 and not ones and may_view:
         return windows.reshape(m, k)  # 1x1 stride 1: a free view of x
     buf = xp.empty((m, k + ones), dtype=xpad.dtype)
     xp.copyto(buf[:, :k].reshape(windows.shape), windows)
@@ -179,7 +203,8 @@ class Conv2D(Function):
                 f"conv2d: kernel {(kh, kw)} does not fit input {(h, w)} with padding {pads}"
             )
         has_bias = b is not None
-        col = _im2col(pad_hw(x, pads), (kh, kw), self.strides, (ho, wo), ones=has_bias)
+        xpad = pad_hw(x, pads, scratch=True)
+        col = _im2col(xpad, (kh, kw), self.strides, (ho, wo), ones=has_bias, may_view=xpad is x)
         W2 = W.reshape(kh * kw * c, cout)
         if has_bias:
             W2 = xp.concatenate([W2, b.reshape(1, cout).astype(W2.dtype, copy=False)])

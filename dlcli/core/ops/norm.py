@@ -71,10 +71,13 @@ class BatchNorm(Function):
             xc = xr - xp.tile(mean, reps)
         inv_std = 1.0 / xp.sqrt(var + self.epsilon)
         scale = inv_std if gamma is None else gamma * inv_std
-        y = xc * xp.tile(scale, reps)
+        # y is built in xc's buffer; backward recomputes xc from x (which the graph keeps
+        # alive anyway), so no second activation-sized array outlives forward
+        y = xc
+        y *= xp.tile(scale, reps)
         if beta is not None:
             y += xp.tile(beta, reps)
-        self.xc, self.inv_std, self.scale, self.count = xc, inv_std, scale, count
+        self.x, self.mean, self.inv_std, self.scale, self.count = x, mean, inv_std, scale, count
         return y.reshape(x.shape)
 
     def backward(self, gy):
@@ -82,7 +85,8 @@ class BatchNorm(Function):
         c = gy.shape[-1]
         gyr = _rows(gy)
         reps = gyr.shape[1] // c
-        xc, inv_std, scale = self.xc, self.inv_std, self.scale
+        inv_std, scale = self.inv_std, self.scale
+        xc = _rows(self.x) - xp.tile(self.mean, reps)
         sum_gy = _per_channel_sum(gyr, c)
         sum_gy_xhat = _sum_of_products(gyr, xc, c) * inv_std
         grads = []
@@ -91,7 +95,7 @@ class BatchNorm(Function):
             if self.training:
                 # through the batch mean and variance as well:
                 # gx = scale * (gy - mean(gy) - xhat * mean(gy * xhat)), with the xhat and
-                # constant terms built in place in the saved xc (last use of it)
+                # constant terms built in place in xc
                 xc *= xp.tile(-scale * inv_std * sum_gy_xhat / self.count, reps)
                 xc += xp.tile(-scale * sum_gy / self.count, reps)
                 gx += xc
@@ -102,7 +106,7 @@ class BatchNorm(Function):
             grads.append(sum_gy_xhat)
         if self.has_beta:
             grads.append(sum_gy)
-        self.xc = None
+        self.x = None
         return tuple(grads)
 
 

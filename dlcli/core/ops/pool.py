@@ -79,7 +79,7 @@ class MaxPool2D(_Pool):
     def forward(self, x):
         xp = get_array_module(x)
         self._setup(x)
-        views = self._views(pad_hw(x, self.pads, -np.inf))
+        views = self._views(pad_hw(x, self.pads, -np.inf, scratch=True))
         y = views[0].copy()
         # index of the winning offset per output cell, kept branch-free (np.where and masked
         # assignment are several times slower on random masks): offsets come in increasing
@@ -118,7 +118,7 @@ class AvgPool2D(_Pool):
     def forward(self, x):
         xp = get_array_module(x)
         self._setup(x)
-        views = self._views(pad_hw(x, self.pads))
+        views = self._views(pad_hw(x, self.pads, scratch=True))
         y = views[0].copy()
         for v in views[1:]:
             y += v

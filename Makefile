@@ -1,0 +1,33 @@
+# The README's two commands: `make train` (install + the main job) and `make test` (install + tests).
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+CONFIG ?= configs/fashion_mnist_mlp.yaml
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install install-dev data train test lint bench
+
+install:
+	$(PIP) install --quiet -e .
+
+install-dev:
+	$(PIP) install --quiet -e '.[dev]'
+
+# Fashion-MNIST from Debian's package where apt-get exists; elsewhere dlcli downloads it itself.
+data:
+	@if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+train: install data
+	$(PYTHON) -m dlcli train $(CONFIG)
+
+test: install-dev
+	$(PYTHON) -m pytest
+
+lint: install-dev
+	$(PYTHON) -m ruff check dlcli tests benchmarks
+
+# Benchmarks only: torch is never a runtime dependency. The OpenBLAS overrides slow numpy's BLAS.
+bench: install
+	$(PIP) install --quiet threadpoolctl torch==2.13.0
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_core.py

@@ -1,0 +1,44 @@
+"""`dlcli eval CHECKPOINT`: loss and metrics of a trained model on its test data."""
+
+from __future__ import annotations
+
+import click
+
+from dlcli.cli import console
+from dlcli.train.evaluate import evaluate_checkpoint
+
+
+@click.command("eval")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.option("--data", type=click.Path(dir_okay=False),
+              help="A data file (npz, npy, CSV, IDX) instead of the config's test split.")
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test",
+              show_default=True, help="Which split of the config's data to evaluate.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Inference batch size.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(checkpoint: str, data: str | None, split: str, data_dir: str | None,
+             batch_size: int | None, as_json: bool) -> None:
+    """Evaluate CHECKPOINT: loss, metrics, confusion matrix and per-class scores."""
+    with console.download_progress() as progress:
+        report = evaluate_checkpoint(checkpoint, data=data, split=split, data_dir=data_dir,
+                                     batch_size=batch_size, progress=progress)
+    if as_json:
+        console.print_json(report.to_json())
+        return
+    console.info(f"{report.checkpoint} on {report.data} ({report.samples:,} samples)")
+    console.kv_table("metrics", report.metrics)
+    if report.confusion is not None:
+        names = report.class_names or [str(i) for i in range(len(report.confusion))]
+        console.table(
+            ["true \\ predicted", *names],
+            [[names[i], *(f"{v:,}" for v in row)] for i, row in enumerate(report.confusion)],
+            title="confusion matrix", right_align=range(1, len(names) + 1),
+        )
+        console.table(
+            ["class", "precision", "recall", "f1", "support"],
+            [[r["name"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}",
+              f"{r['support']:,}"] for r in report.per_class],
+            title="per class", right_align=(1, 2, 3, 4),
+        )

@@ -1,0 +1,52 @@
+"""`dlcli train CONFIG`: train a model into a new run directory."""
+
+from __future__ import annotations
+
+import click
+
+from dlcli.cli import console
+from dlcli.cli.options import config_argument, set_option
+from dlcli.config import load_config
+from dlcli.io.checkpoint import load_checkpoint
+from dlcli.train.trainer import Trainer
+
+
+@click.command()
+@config_argument
+@set_option
+@click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
+@click.option("--seed", type=int, help="Override the seed (weights, shuffling, splits).")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Where to write the run (default runs/<name>-<timestamp>); never overwritten.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
+@click.option("--resume", "resume", type=click.Path(dir_okay=False),
+              help="Continue from a checkpoint (weights, optimizer, schedule, random states).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int | None,
+          run_dir: str | None, data_dir: str | None, resume: str | None, quiet: bool) -> None:
+    """Train the model CONFIG describes; writes history, checkpoints and metrics to a run dir."""
+    extra = [*overrides]
+    if epochs is not None:
+        extra.append(f"training.epochs={epochs}")
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    cfg = load_config(config, extra)
+    ckpt = load_checkpoint(resume) if resume else None
+    reporter = console.TrainProgress(quiet=quiet)
+    try:
+        with console.download_progress() as progress:
+            trainer = Trainer(cfg, run_dir=run_dir, reporter=reporter, data_dir=data_dir,
+                              download_progress=progress, resume=ckpt)
+        result = trainer.fit()
+    finally:
+        reporter.close()
+    if quiet:
+        return
+    best = result.run_dir / "checkpoints" / "best.npz"
+    console.success(f"run saved in {result.run_dir}")
+    if result.best_epoch is not None:
+        console.info(f"best checkpoint: {best} (epoch {result.best_epoch}, "
+                     f"{result.monitor} {result.best_value:.4f})")
+    if result.test_metrics:
+        console.kv_table("test metrics", result.test_metrics)

@@ -1,0 +1,437 @@
+"""The training loop: data -> mini-batches -> loss -> backward -> optimizer, with a run directory.
+
+Nothing here prints: progress goes to a Reporter (the CLI's shows rich bars), and the
+run directory gets history.csv, checkpoints, summary.txt, metrics.json and train.log.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dlcli.config.schema import Config, infer_mode, resolved_yaml
+from dlcli.core import Tensor, no_grad
+from dlcli.core.backend import to_numpy, xp_for
+from dlcli.data import Splits, check_labels, load_splits
+from dlcli.errors import DlcliError
+from dlcli.io.checkpoint import Checkpoint, save_checkpoint
+from dlcli.nn.from_config import build_model
+from dlcli.nn.sequential import Sequential
+from dlcli.train.callbacks import EarlyStopping, Monitor
+from dlcli.train.losses import LossSpec
+from dlcli.train.metrics import compute_metrics
+from dlcli.train.optimizers import build_optimizer
+from dlcli.train.schedules import make_schedule
+
+
+class Reporter(Protocol):
+    """Where the trainer sends progress; the CLI implements it with rich."""
+
+    def message(self, text: str) -> None: ...
+    def epoch_begin(self, epoch: int, epochs: int, n_batches: int) -> None: ...
+    def batch_end(self, batch: int, logs: dict[str, float], samples: int) -> None: ...
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (--quiet, tests)."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def epoch_begin(self, epoch: int, epochs: int, n_batches: int) -> None:
+        pass
+
+    def batch_end(self, batch: int, logs: dict[str, float], samples: int) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        pass
+
+
+class Interrupted(DlcliError):
+    """Training stopped by Ctrl-C after the current batch; the last checkpoint is written."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, float]]
+    test_metrics: dict[str, float] | None
+    stopped_epoch: int | None = None
+    best_epoch: int | None = None
+    best_value: float | None = None
+    monitor: str = "loss"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str = "runs") -> Path:
+    """runs/<name>-<timestamp>/, or the given folder; a non-empty folder is never reused."""
+    if run_dir is not None:
+        path = Path(run_dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DlcliError(
+                f"run directory {path} already exists and is not empty; "
+                "choose another --run-dir (dlcli never overwrites a run)"
+            )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{cfg.name}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{cfg.name}-{stamp}-{n}"
+    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Trainer:
+    """Trains the model a Config describes.
+
+    Example:
+        result = Trainer(load_config("configs/fashion_mnist_mlp.yaml", [])).fit()
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | os.PathLike[str] | None = None,
+        reporter: Reporter | None = None,
+        data_dir: str | None = None,
+        download_progress: Callable[[int, int | None], None] | None = None,
+        resume: Checkpoint | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.reporter = reporter or NullReporter()
+        self.loss = LossSpec.from_config(cfg.loss)
+        self.xp = xp_for(cfg.device)
+        # shapes are checked here, before any data is read
+        self.model: Sequential = build_model(cfg)
+        self.model.to(self.xp)
+        self.splits: Splits = load_splits(
+            cfg.data, cfg.seed, tuple(cfg.model.input_shape), data_dir=data_dir,
+            progress=download_progress, task=self.loss.task,
+        )
+        units = int(self.model.output_shape[-1])
+        for split, y in (("train", self.splits.y_train), ("validation", self.splits.y_val),
+                         ("test", self.splits.y_test)):
+            if y is not None:
+                check_labels(y, units, self.loss.name, split=split)
+        self.n_classes = units if self.loss.task == "classification" and not self.loss.binary else 2
+        self.metrics = list(cfg.metrics)
+        self.optimizer = build_optimizer(cfg.optimizer.model_dump(), self.model.trainable_weights)
+        self.base_lr = self.optimizer.learning_rate
+        t = cfg.training
+        self.epochs = t.epochs
+        sched = t.lr_schedule.model_dump() if t.lr_schedule is not None else None
+        self.schedule = make_schedule(sched, self.base_lr, self.epochs)
+        self.has_val = self.splits.x_val is not None
+        self.early = None
+        if t.early_stopping is not None:
+            self.early = EarlyStopping(**t.early_stopping.model_dump())
+            # checkpoints/best follows the quantity early stopping watches
+            self.best = Monitor(self.early.monitor, self.early.mode, self.early.min_delta)
+        else:
+            name = "val_loss" if self.has_val else "loss"
+            self.best = Monitor(name, infer_mode(name) or "min")
+        self.best_epoch: int | None = None
+        self.shuffle_rng = np.random.default_rng([cfg.seed, 1])
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.best_weights: dict[str, np.ndarray] | None = None
+        if resume is not None:
+            self._restore(resume)
+        self.run_dir = make_run_dir(cfg, run_dir)
+        self._stop_requested = False
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train for the configured epochs (or until early stopping); return the history."""
+        self._write_static_files()
+        s = self.splits
+        self._log(
+            f"training {self.cfg.name}: {len(s.x_train):,} train, "
+            f"{0 if s.x_val is None else len(s.x_val):,} validation, "
+            f"{0 if s.x_test is None else len(s.x_test):,} test samples; "
+            f"{self.model.count_params():,} parameters; run directory {self.run_dir}"
+        )
+        stopped_epoch = None
+        previous = self._install_sigint()
+        # a non-finite loss is reported by the loop itself; numpy's warnings would only be noise
+        errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+        errstate.__enter__()
+        try:
+            for epoch in range(self.start_epoch, self.epochs):
+                logs = self._train_epoch(epoch)
+                if self._stop_requested:
+                    self._save("last", epoch, interrupted=True)
+                    raise Interrupted(
+                        f"interrupted during epoch {epoch + 1}; last checkpoint written to "
+                        f"{self.run_dir / 'checkpoints' / 'last.npz'}"
+                    )
+                self.history.append(logs)
+                self._write_history()
+                self._log(self._epoch_line(epoch, logs))
+                self.reporter.epoch_end(epoch, self.epochs, logs)
+                if self.best.improved(self.best.value(logs)):
+                    self.best_epoch = epoch
+                    self.best_weights = self.model.get_weights()
+                    self._save("best", epoch + 1)
+                self.schedule.on_epoch_end(epoch, logs)
+                stop = self.early.on_epoch_end(epoch, logs) if self.early else False
+                self._save("last", epoch + 1)
+                if stop:
+                    stopped_epoch = epoch + 1
+                    self._log(
+                        f"early stopping after epoch {epoch + 1}: {self.early.monitor} did not "
+                        f"improve by {self.early.min_delta} for {self.early.patience} epochs"
+                    )
+                    break
+        finally:
+            errstate.__exit__(None, None, None)
+            self._restore_sigint(previous)
+        if self.early and self.early.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            self._log(
+                f"restored the best weights (epoch {self.best_epoch + 1}, "
+                f"{self.best.monitor} {self.best.best:.4f})"
+            )
+        test_metrics = None
+        if s.x_test is not None:
+            test_metrics = self.evaluate(s.x_test, s.y_test)
+            self._log("test: " + _fmt(test_metrics))
+        self._atomic_write("metrics.json", json.dumps(
+            {"test": test_metrics, "best_epoch": self._best_epoch_1(),
+             "monitor": self.best.monitor,
+             "best": self.best.best, "epochs_run": len(self.history),
+             "stopped_epoch": stopped_epoch}, indent=2) + "\n")
+        return TrainResult(
+            run_dir=self.run_dir, history=self.history, test_metrics=test_metrics,
+            stopped_epoch=stopped_epoch,
+            best_epoch=self._best_epoch_1(),
+            best_value=self.best.best, monitor=self.best.monitor,
+        )
+
+    def _best_epoch_1(self) -> int | None:
+        return None if self.best_epoch is None else self.best_epoch + 1
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        s, xp = self.splits, self.xp
+        lr = self.schedule.lr_at(epoch)
+        self.optimizer.learning_rate = lr
+        n = len(s.x_train)
+        bs = self.cfg.data.batch_size
+        order = self.shuffle_rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
+        n_batches = math.ceil(n / bs)
+        self.reporter.epoch_begin(epoch, self.epochs, n_batches)
+        start = time.perf_counter()
+        total = data_total = reg_total = 0.0
+        outputs, seen = [], 0
+        for b in range(n_batches):
+            idx = order[b * bs:(b + 1) * bs]
+            x, y = xp.asarray(s.x_train[idx]), xp.asarray(s.y_train[idx])
+            data_loss, out = self.loss(self.model, Tensor(x), y, training=True)
+            reg = self.model.regularization_loss()
+            loss = data_loss if reg is None else data_loss + reg
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            k = len(idx)
+            dl = float(data_loss.data)
+            rl = 0.0 if reg is None else float(reg.data)
+            if not math.isfinite(dl + rl):
+                raise DlcliError(
+                    f"the loss became {dl + rl} at epoch {epoch + 1}, batch {b + 1}: training "
+                    "diverged; lower optimizer.learning_rate or add clipnorm"
+                )
+            data_total += dl * k
+            reg_total += rl * k
+            seen += k
+            total = (data_total + reg_total) / seen
+            outputs.append(to_numpy(out))
+            self.reporter.batch_end(b, {"loss": total}, seen)
+            if self._stop_requested:
+                break
+        logs: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": total,
+                                  "data_loss": data_total / max(seen, 1),
+                                  "regularization": reg_total / max(seen, 1)}
+        if seen == n:
+            logs.update(self._metrics(s.y_train[order], np.concatenate(outputs)))
+        if self.has_val and not self._stop_requested:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(s.x_val, s.y_val).items()})
+        logs["seconds"] = time.perf_counter() - start
+        return logs
+
+    def _metrics(self, y_true: np.ndarray, y_out: np.ndarray) -> dict[str, float]:
+        if not self.metrics:
+            return {}
+        return compute_metrics(self.metrics, y_true, y_out, self.loss.task, self.n_classes)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Loss (data loss plus regularization, as in training) and metrics at inference."""
+        logs, _ = evaluate_model(self.model, self.loss, x, y, self.cfg.data.batch_size,
+                                 self.metrics, self.n_classes)
+        return logs
+
+    # -- persistence ----------------------------------------------------------------------
+    def checkpoint(self, epoch: int, interrupted: bool = False) -> Checkpoint:
+        """Everything needed to evaluate or resume after `epoch` completed epochs."""
+        s = self.splits
+        meta = {
+            "epoch": epoch,
+            "interrupted": interrupted,
+            "task": self.loss.task,
+            "class_names": s.class_names,
+            "preprocessing": s.preprocessor.to_dict(),
+            "rng": {"model": _rng_state(self.model.rng), "shuffle": _rng_state(self.shuffle_rng)},
+            "optimizer": {"type": type(self.optimizer).__name__, "learning_rate":
+                          self.optimizer.learning_rate, "iterations": self.optimizer.iterations},
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": self.early.state_dict() if self.early else None,
+            "best": {**self.best.state_dict(), "epoch": self.best_epoch},
+            "history": self.history,
+        }
+        return Checkpoint(
+            config=self.cfg.model_dump(mode="json"),
+            weights=self.model.get_weights(),
+            optimizer=self.optimizer.state_dict(),
+            meta=meta,
+        )
+
+    def _save(self, which: str, epoch: int, interrupted: bool = False) -> Path:
+        return save_checkpoint(self.run_dir / "checkpoints" / which,
+                               self.checkpoint(epoch, interrupted=interrupted))
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, stopping and random states."""
+        self.model.set_weights(ckpt.weights)
+        if ckpt.optimizer:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        meta = ckpt.meta
+        self.start_epoch = ckpt.epoch
+        self.history = list(meta.get("history") or [])
+        if meta.get("schedule"):
+            self.schedule.load_state_dict(meta["schedule"])
+        if self.early and meta.get("early_stopping"):
+            self.early.load_state_dict(meta["early_stopping"])
+        if meta.get("best"):
+            self.best.load_state_dict(meta["best"])
+            self.best_epoch = meta["best"].get("epoch")
+        rng = meta.get("rng") or {}
+        if rng.get("model") and self.model.rng is not None:
+            self.model.rng.bit_generator.state = rng["model"]
+            self.model.set_rng(self.model.rng)
+        if rng.get("shuffle"):
+            self.shuffle_rng.bit_generator.state = rng["shuffle"]
+
+    def _write_static_files(self) -> None:
+        from dlcli.nn.summary import summary_text
+
+        self._atomic_write("config.yaml", resolved_yaml(self.cfg))
+        self._atomic_write("summary.txt", summary_text(self.model))
+
+    def _write_history(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        for row in self.history:
+            w.writerow({k: _cell(row.get(k)) for k in keys})
+        self._atomic_write("history.csv", buf.getvalue())
+
+    def _atomic_write(self, name: str, text: str) -> None:
+        path = self.run_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def _log(self, line: str) -> None:
+        with open(self.run_dir / "train.log", "a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+        self.reporter.message(line)
+
+    def _epoch_line(self, epoch: int, logs: dict[str, float]) -> str:
+        hidden = {"epoch", "seconds"}
+        if not logs.get("regularization"):
+            hidden |= {"data_loss", "regularization"}  # equal to loss, or zero: noise
+        shown = {k: v for k, v in logs.items() if k not in hidden}
+        return f"epoch {epoch + 1}/{self.epochs} - {logs['seconds']:.1f}s - " + _fmt(shown)
+
+    # -- Ctrl-C: finish the batch, write the last checkpoint, exit 130 -------------------
+    def _install_sigint(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.reporter.message("stopping after this batch (Ctrl-C again to abort at once)")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _restore_sigint(self, previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current batch (what Ctrl-C does)."""
+        self._stop_requested = True
+
+
+def evaluate_model(
+    model: Sequential, loss: LossSpec, x: np.ndarray, y: np.ndarray, batch_size: int,
+    metrics: list[Any], n_classes: int,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Loss and metrics of `model` on (x, y) at inference, in batches; also the outputs."""
+    xp = xp_for("gpu") if _on_gpu(model) else np
+    total, outputs = 0.0, []
+    with no_grad():
+        reg = model.regularization_loss()
+        for i in range(0, len(x), batch_size):
+            xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
+            value, out = loss(model, Tensor(xb), yb, training=False)
+            total += float(value.data) * len(xb)
+            outputs.append(to_numpy(out))
+    y_out = np.concatenate(outputs)
+    logs = {"loss": total / len(x) + (0.0 if reg is None else float(reg.data))}
+    if metrics:
+        logs.update(compute_metrics(metrics, y, y_out, loss.task, n_classes))
+    return logs, y_out
+
+
+def _on_gpu(model: Sequential) -> bool:
+    w = model.weights
+    return bool(w) and type(w[0].data).__module__.startswith("cupy")
+
+
+def _rng_state(rng: Any) -> Any:
+    if rng is None or not hasattr(rng, "bit_generator"):
+        return None
+    return rng.bit_generator.state
+
+
+def _fmt(logs: dict[str, Any]) -> str:
+    return " - ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+    )
+
+
+def _cell(v: Any) -> Any:
+    return repr(v) if isinstance(v, float) else ("" if v is None else v)
