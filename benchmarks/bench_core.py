@@ -7,7 +7,8 @@ on 28x28x1, both with softmax cross-entropy. PyTorch runs with the same thread c
 Run (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow OpenBLAS down, so unset them for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_core.py [--repeats 20]
 Options: --batch-size, --warmup, --impl {auto,layers,ops}, --no-torch, --json, and
---malloc-tune (glibc keeps freed memory, so steps stop page-faulting; applies to both).
+--no-malloc-tune (by default glibc keeps freed memory, as `dlcli train` sets it, so steps
+stop page-faulting; it applies to both libraries).
 Timings on a shared machine are noisy: compare dlcli and torch from the same run.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dlcli.core import ops
+from dlcli.core.backend import tune_host_allocator
 from dlcli.core.tensor import Tensor
 
 
@@ -42,24 +44,6 @@ def blas_info() -> tuple[str, int]:
             name = f"{pool['internal_api']} {pool.get('version')} kernel={kernel}"
             return name, pool["num_threads"]
     return "no BLAS found", 1
-
-
-def tune_malloc() -> bool:
-    """Make glibc keep freed memory (no trimming, no mmap below 32 MiB); True if it took.
-
-    By default glibc hands the top of the heap back to the OS after each step and the
-    next step page-faults it in again, which costs a large share of a CNN step.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)
-                    and libc.mallopt(m_trim_threshold, 2**31 - 1))  # fmt: skip
-    except (OSError, AttributeError):
-        return False
 
 
 # -- dlcli models -------------------------------------------------------------------------------
@@ -189,14 +173,13 @@ def main() -> None:
     parser.add_argument("--impl", choices=["auto", "layers", "ops"], default="auto",
                         help="dlcli models from nn layers, raw ops, or layers when they work")
     parser.add_argument("--no-torch", action="store_true", help="time dlcli only")
-    parser.add_argument("--malloc-tune", action="store_true",
-                        help="glibc mallopt: keep freed memory for both frameworks (fewer page "
-                             "faults)")  # fmt: skip
+    parser.add_argument("--no-malloc-tune", action="store_true",
+                        help="leave glibc's defaults (dlcli train keeps freed memory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args()
 
     blas, threads = blas_info()
-    malloc_tuned = tune_malloc() if args.malloc_tune else False
+    malloc_tuned = False if args.no_malloc_tune else tune_host_allocator()
     n = args.batch_size
     rng = np.random.default_rng(0)
     data = {

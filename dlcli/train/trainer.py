@@ -23,7 +23,7 @@ import numpy as np
 
 from dlcli.config.schema import Config, infer_mode, resolved_yaml
 from dlcli.core import Tensor, no_grad
-from dlcli.core.backend import to_numpy, xp_for
+from dlcli.core.backend import to_numpy, tune_host_allocator, xp_for
 from dlcli.data import Splits, check_labels, load_splits
 from dlcli.errors import DlcliError
 from dlcli.io.checkpoint import Checkpoint, save_checkpoint
@@ -119,6 +119,8 @@ class Trainer:
         self.reporter = reporter or NullReporter()
         self.loss = LossSpec.from_config(cfg.loss)
         self.xp = xp_for(cfg.device)
+        if cfg.device == "cpu":
+            tune_host_allocator()  # steps stop page-faulting their temporaries back in
         # shapes are checked here, before any data is read
         self.model: Sequential = build_model(cfg)
         self.model.to(self.xp)

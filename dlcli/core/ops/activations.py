@@ -63,12 +63,13 @@ def erf(x: Any) -> Any:
 
 # -- elementwise activations ------------------------------------------------------------------
 class ReLU(Function):
+    # maximum and a multiply by the mask are several times faster than where() on big arrays
     def forward(self, x):
-        self.mask = x > 0
-        return get_array_module(x).where(self.mask, x, 0.0)
+        self.y = get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, gy):
-        return get_array_module(gy).where(self.mask, gy, 0.0)
+        return gy * (self.y > 0)
 
 
 class LeakyReLU(Function):
