@@ -134,6 +134,7 @@ class TrainProgress:
         self._start = 0.0
 
     def message(self, text: str) -> None:
+        self.close()  # a live bar would tangle with the line
         if not self.quiet:
             _out.print(Text(text))
 

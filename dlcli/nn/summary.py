@@ -10,6 +10,9 @@ from typing import Any
 
 from dlcli.nn.sequential import Sequential
 
+# the table names layer classes as Keras prints them; configs accept both spellings
+KERAS_CLASS = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
+               "BatchNorm": "BatchNormalization"}
 BYTES_PER_PARAM = 4  # float32
 
 
@@ -67,7 +70,8 @@ def summary_lines(model: Sequential) -> tuple[list[list[str]], list[str]]:
     """Table rows (one per layer) and the footer lines, as strings."""
     s = summary_dict(model)
     rows = [
-        [f"{r['name']} ({r['type']})", shape_str(tuple(r["output_shape"])), f"{r['params']:,}",
+        [f"{r['name']} ({KERAS_CLASS.get(r['type'], r['type'])})",
+         shape_str(tuple(r["output_shape"])), f"{r['params']:,}",
          f"{r['macs']:,}", readable_bytes(r["activation_bytes"])]
         for r in s["layers"]
     ]
