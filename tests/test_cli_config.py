@@ -246,7 +246,7 @@ def test_summary_table(tmp_path: Path) -> None:
             for ln in out.splitlines() if ln.startswith("│")}
     assert rows["conv2d (Conv2D)"][:3] == ["(None, 26, 26, 4)", "40", f"{26 * 26 * 4 * 9:,}"]
     assert rows["conv2d (Conv2D)"][3] == "10.56 KB"  # 26*26*4 floats
-    assert rows["max_pooling2d (MaxPool2D)"][:2] == ["(None, 13, 13, 4)", "0"]
+    assert rows["max_pooling2d (MaxPooling2D)"][:2] == ["(None, 13, 13, 4)", "0"]
     assert rows["flatten (Flatten)"][:2] == ["(None, 676)", "0"]
     assert rows["dense (Dense)"][:3] == ["(None, 3)", "2,031", "2,028"]
     # Keras: 2071 * 4 bytes = 8284 B = 8.09 KB
@@ -260,7 +260,7 @@ def test_summary_of_the_issue_example() -> None:
     result = run("summary", str(ROOT / "configs" / "fashion_mnist_cnn.yaml"))
     assert result.exit_code == 0, result.output
     assert "conv2d (Conv2D)" in result.output and "(None, 28, 28, 32)" in result.output
-    assert "batch_normalization (BatchNorm)" in result.output
+    assert "batch_normalization (BatchNormalization)" in result.output
     assert "Total params: 421,770 (1.61 MB)" in result.output
     assert "Non-trainable params: 64 (256.00 B)" in result.output
 
