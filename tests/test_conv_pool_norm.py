@@ -155,6 +155,13 @@ def test_conv2d_grad_batch_and_no_bias(cin):
     check_grad(lambda x, W: conv2d(x, W, strides=(2, 1), padding="same"), [x, W])
 
 
+def test_conv2d_grad_when_taps_see_only_padding():
+    """Padding wider than the kernel reaches: some taps (here all) never touch the input."""
+    rng = np.random.default_rng(16)
+    x, W = rng.standard_normal((2, 2, 4, 3)), rng.standard_normal((3, 2, 3, 2))
+    check_grad(lambda x, W: conv2d(x, W, strides=(3, 2), padding=((3, 0), (1, 2))), [x, W])
+
+
 def test_conv2d_bias_grad_when_kernel_is_frozen():
     rng = np.random.default_rng(14)
     x, W, b = rng.standard_normal((2, 4, 4, 4)), rng.standard_normal((3, 3, 4, 2)), np.ones(2)
@@ -266,6 +273,24 @@ def test_batch_norm_training_grad(shape, center, scale):
     check_forward(fn, reference, [x, gamma, beta])
     wrt = [0] + ([1] if scale else []) + ([2] if center else [])
     check_grad(fn, [x, gamma, beta], wrt=wrt)
+
+
+def test_batch_norm_float32_grad_with_a_large_mean():
+    """Backward sums gy * x and subtracts mean * sum(gy): float32 must stay close to float64."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((64, 6, 6, 4)) * 0.5 + 20.0
+    gy = rng.standard_normal(x.shape)
+    grads = {}
+    for dtype in (np.float32, np.float64):
+        c = x.shape[-1]
+        xt = Tensor(x.astype(dtype), requires_grad=True)
+        g, b = (Tensor(np.full(c, v, dtype), requires_grad=True) for v in (1.5, 0.2))
+        y = batch_norm(xt, g, b, np.zeros(c, dtype), np.ones(c, dtype), training=True)
+        (y * Tensor(gy.astype(dtype))).sum().backward()
+        grads[dtype] = [t.grad for t in (xt, g, b)]
+    for g32, g64 in zip(grads[np.float32], grads[np.float64], strict=True):
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-3 * np.abs(g64).max())
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (2, 4, 3, 3)])

@@ -246,11 +246,30 @@ class Conv2D(Function):
         gcol = xp.matmul(gy2, wt)
         self.W = None
         gcol = gcol.reshape(kh * kw, n, ho, wo, c)
-        gxpad = xp.zeros((n, h + t + b, w + l + r, c), dtype=gcol.dtype)
+        # add each slab straight into gx, clipped to the unpadded area: no padded buffer to
+        # zero and crop, and gx comes out contiguous for the next op's backward
+        gx = xp.zeros((n, h, w, c), dtype=gcol.dtype)
         for k in range(kh * kw):
             i, j = divmod(k, kw)
-            gxpad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += gcol[k]
-        return gxpad[:, t : t + h, l : l + w]
+            rows, src_rows = _clip_taps(i, sh, ho, t, h)
+            cols, src_cols = _clip_taps(j, sw, wo, l, w)
+            if rows is not None and cols is not None:
+                gx[:, rows, cols] += gcol[k][:, src_rows, src_cols]
+        return gx
+
+
+def _clip_taps(offset: int, stride: int, n_out: int, before: int, size: int) -> tuple[Any, Any]:
+    """Along one axis, the input cells kernel tap `offset` reaches inside the unpadded input.
+
+    Output cell o reads padded cell offset + stride * o, i.e. input cell that minus `before`.
+    Returns (input slice, output slice), or (None, None) when the tap only sees padding.
+    """
+    first = max(0, -(-(before - offset) // stride))  # first o whose cell is not padding
+    last = min(n_out - 1, (before + size - 1 - offset) // stride)
+    if last < first:
+        return None, None
+    start = offset + stride * first - before
+    return slice(start, start + stride * (last - first) + 1, stride), slice(first, last + 1)
 
 
 def conv2d(
