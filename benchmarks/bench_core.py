@@ -2,13 +2,15 @@
 
 Two models on a float32 batch: an MLP 784-256-128-10 and a small CNN
 (Conv2D(32,3,same)-BN-ReLU-MaxPool-Conv2D(64,3,same)-BN-ReLU-MaxPool-Flatten-Dense(128)-Dense(10))
-on 28x28x1, both with softmax cross-entropy. PyTorch runs with the same thread count as BLAS.
+on 28x28x1, both with softmax cross-entropy. dlcli runs its ops on --threads threads
+(dlcli.core.set_num_threads, as `dlcli train` does; BLAS is then held to one thread and dlcli
+splits the GEMMs itself); PyTorch runs with the same thread count and BLAS's own limits.
 
 Run (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow OpenBLAS down, so unset them for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_core.py [--repeats 20]
-Options: --batch-size, --warmup, --impl {auto,layers,ops}, --no-torch, --json, and
---no-malloc-tune (by default glibc keeps freed memory, as `dlcli train` sets it, so steps
-stop page-faulting; it applies to both libraries).
+Options: --threads (default: every core), --batch-size, --warmup, --impl {auto,layers,ops},
+--no-torch, --json, and --no-malloc-tune (by default glibc keeps freed memory, as `dlcli train`
+sets it, so steps stop page-faulting; it applies to both libraries).
 Timings on a shared machine are noisy: compare dlcli and torch from the same run.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.core import ops
+from dlcli.core import get_num_threads, ops, set_num_threads
 from dlcli.core.backend import tune_host_allocator
 from dlcli.core.tensor import Tensor
 
@@ -170,6 +172,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for dlcli and torch (default: every core)")
     parser.add_argument("--impl", choices=["auto", "layers", "ops"], default="auto",
                         help="dlcli models from nn layers, raw ops, or layers when they work")
     parser.add_argument("--no-torch", action="store_true", help="time dlcli only")
@@ -178,7 +182,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args()
 
-    blas, threads = blas_info()
+    blas, blas_threads = blas_info()
+    set_num_threads(args.threads)
+    threads = get_num_threads()
     malloc_tuned = False if args.no_malloc_tune else tune_host_allocator()
     n = args.batch_size
     rng = np.random.default_rng(0)
@@ -207,6 +213,7 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "batch_size": n, "repeats": args.repeats, "threads": threads, "blas": blas,
+        "blas_threads": blas_threads,
         "dlcli_impl": impl, "numpy": np.__version__, "python": platform.python_version(),
         "malloc_tuned": malloc_tuned, "models": {},
     }  # fmt: skip
@@ -223,6 +230,7 @@ def main() -> None:
             "dlcli_peak_traced_mib": traced_peak(step) / 2**20,
         }
     results["maxrss_mib_after_dlcli"] = maxrss_mib()
+    set_num_threads(1)  # BLAS gets its own limits back for torch
 
     if not args.no_torch:
         import torch  # only the benchmark imports torch
@@ -245,7 +253,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"BLAS: {blas}, threads={threads}; numpy {np.__version__}; batch {n}; "
+    print(f"BLAS: {blas}, threads={blas_threads}; dlcli and torch threads={threads}; "
+          f"numpy {np.__version__}; batch {n}; "
           f"median of {args.repeats} steps after {args.warmup} warmup")  # fmt: skip
     print(f"dlcli models built from: {impl}; glibc malloc tuned: {malloc_tuned}")
     for name, r in results["models"].items():

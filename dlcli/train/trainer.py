@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dlcli.config.schema import Config, infer_mode, resolved_yaml
-from dlcli.core import Tensor, no_grad
+from dlcli.core import Tensor, no_grad, set_num_threads
 from dlcli.core.backend import to_numpy, tune_host_allocator, xp_for
 from dlcli.data import Splits, check_labels, load_splits
 from dlcli.errors import DlcliError
@@ -121,6 +121,7 @@ class Trainer:
         self.xp = xp_for(cfg.device)
         if cfg.device == "cpu":
             tune_host_allocator()  # steps stop page-faulting their temporaries back in
+            set_num_threads(None)  # big numpy passes and GEMMs on every core
         # shapes are checked here, before any data is read
         self.model: Sequential = build_model(cfg)
         self.model.to(self.xp)

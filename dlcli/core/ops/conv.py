@@ -15,6 +15,7 @@ from numbers import Integral
 from typing import Any
 
 from dlcli.core.backend import get_array_module
+from dlcli.core.parallel import pcopyto, pmatmul, rowwise, rowwise_sum
 from dlcli.core.tensor import Function, Tensor
 
 Pair = tuple[int, int]
@@ -119,7 +120,7 @@ def pad_hw(x: Any, pads: Padding, value: float = 0.0, scratch: bool = False) -> 
             if len(_scratch) >= _SCRATCH_ENTRIES:
                 _scratch.pop(next(iter(_scratch)))  # the oldest entry
             _scratch[key] = out
-    out[:, t : t + h, l : l + w] = x
+    pcopyto(out[:, t : t + h, l : l + w], x)
     return out
 
 
@@ -157,26 +158,31 @@ def _im2col(
     windows = _windows(xpad, kernel, strides, out_hw)
     if c < _FEW_CHANNELS:
         buf = xp.empty((k + ones, m), dtype=xpad.dtype)
-        rows = buf[:k].reshape(kh, kw, c, n, ho, wo)
-        for i in range(kh):
-            for j in range(kw):
-                rows[i, j] = windows[:, :, :, i, j, :].transpose(3, 0, 1, 2)
+        # batch axis first, so that threads can take a share of the images each
+        rows = buf[:k].reshape(kh, kw, c, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)
+
+        def fill(rows: Any, windows: Any) -> None:
+            for i in range(kh):
+                for j in range(kw):
+                    rows[:, i, j] = windows[:, :, :, i, j, :].transpose(0, 3, 1, 2)
+
+        rowwise(fill, rows, windows)
         if ones:
             buf[k] = 1
         return buf.T
     if kh == kw == sh == sw == 1 and not ones and may_view:
         return windows.reshape(m, k)  # 1x1 stride 1: a free view of x
     buf = xp.empty((m, k + ones), dtype=xpad.dtype)
-    xp.copyto(buf[:, :k].reshape(windows.shape), windows)
+    pcopyto(buf[:, :k].reshape(windows.shape), windows)
     if ones:
         buf[:, k] = 1
     return buf
 
 
 def column_sum(a: Any) -> Any:
-    """Sum over axis 0 of a 2-D array as a GEMV: BLAS-threaded, several times faster than sum(0)."""
+    """Sum over axis 0 of a 2-D array as GEMVs: several times faster than sum(0)."""
     xp = get_array_module(a)
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+    return rowwise_sum(lambda a: xp.ones(a.shape[0], dtype=a.dtype) @ a, a)
 
 
 class Conv2D(Function):
@@ -208,7 +214,7 @@ class Conv2D(Function):
         W2 = W.reshape(kh * kw * c, cout)
         if has_bias:
             W2 = xp.concatenate([W2, b.reshape(1, cout).astype(W2.dtype, copy=False)])
-        y = col @ W2
+        y = pmatmul(col, W2)
         self.x_shape, self.w_shape, self.pads, self.out_hw = x.shape, W.shape, pads, (ho, wo)
         self.has_bias = has_bias
         self.col = col if self.needs_input_grad[1] else None
@@ -221,8 +227,9 @@ class Conv2D(Function):
         gy2 = gy.reshape(n * ho * wo, cout)
         gx = gW = gb = None
         if self.needs_input_grad[1]:
-            # (Cout, M) @ (M, K) runs faster in OpenBLAS than (K, M) @ (M, Cout)
-            gWb = (gy2.T @ self.col).T
+            # (Cout, M) @ (M, K) runs faster in OpenBLAS than (K, M) @ (M, Cout); threads
+            # take a share of the M rows each and their partial products are summed
+            gWb = rowwise_sum(lambda g, col: g.T @ col, gy2, self.col).T
             k = gWb.shape[0] - self.has_bias
             gW = gWb[:k].reshape(self.w_shape)
             if self.has_bias:
@@ -231,11 +238,14 @@ class Conv2D(Function):
         if self.has_bias and gb is None and self.needs_input_grad[2]:
             gb = column_sum(gy2)
         if self.needs_input_grad[0]:
-            gx = self._grad_x(xp, gy2)
+            gx = self._grad_x(xp, gy)
         return (gx, gW, gb) if self.has_bias else (gx, gW)
 
-    def _grad_x(self, xp, gy2):
-        """Columns of gx from one batched GEMM, then col2im: one slice-add per kernel offset."""
+    def _grad_x(self, xp, gy):
+        """Columns of gx from one batched GEMM, then col2im: one slice-add per kernel offset.
+
+        Threads take a share of the images each, GEMM and col2im together.
+        """
         n, h, w, c = self.x_shape
         ho, wo = self.out_hw
         kh, kw, _, cout = self.w_shape
@@ -243,18 +253,21 @@ class Conv2D(Function):
         (t, b), (l, r) = self.pads
         # (kh*kw, Cout, Cin): one GEMM slab per kernel offset, each contiguous (M, Cin)
         wt = xp.ascontiguousarray(self.W.reshape(kh * kw, c, cout).transpose(0, 2, 1))
-        gcol = xp.matmul(gy2, wt)
         self.W = None
-        gcol = gcol.reshape(kh * kw, n, ho, wo, c)
-        # add each slab straight into gx, clipped to the unpadded area: no padded buffer to
-        # zero and crop, and gx comes out contiguous for the next op's backward
-        gx = xp.zeros((n, h, w, c), dtype=gcol.dtype)
-        for k in range(kh * kw):
-            i, j = divmod(k, kw)
-            rows, src_rows = _clip_taps(i, sh, ho, t, h)
-            cols, src_cols = _clip_taps(j, sw, wo, l, w)
-            if rows is not None and cols is not None:
-                gx[:, rows, cols] += gcol[k][:, src_rows, src_cols]
+        taps = [(_clip_taps(i, sh, ho, t, h), _clip_taps(j, sw, wo, l, w))
+                for i in range(kh) for j in range(kw)]  # fmt: skip
+
+        def col2im(gx, gy):
+            gcol = xp.matmul(gy.reshape(-1, cout), wt).reshape(kh * kw, len(gy), ho, wo, c)
+            # add each slab straight into gx, clipped to the unpadded area: no padded buffer
+            # to zero and crop, and gx comes out contiguous for the next op's backward
+            gx[...] = 0
+            for k, ((rows, src_rows), (cols, src_cols)) in enumerate(taps):
+                if rows is not None and cols is not None:
+                    gx[:, rows, cols] += gcol[k][:, src_rows, src_cols]
+
+        gx = xp.empty((n, h, w, c), dtype=xp.result_type(gy, wt))
+        rowwise(col2im, gx, gy, work=n * ho * wo * kh * kw * c)  # the size of all gcol
         return gx
 
 

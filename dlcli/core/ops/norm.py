@@ -8,6 +8,7 @@ import numpy as np
 
 from dlcli.core.backend import get_array_module
 from dlcli.core.ops.conv import column_sum
+from dlcli.core.parallel import rowwise, rowwise_sum
 from dlcli.core.tensor import Function, Tensor
 
 
@@ -30,7 +31,7 @@ def _per_channel_sum(r: Any, c: int) -> Any:
 def _sum_of_products(a: Any, b: Any, c: int) -> Any:
     """Per-channel sum of a*b for two (R, L) row views, without a temporary the size of a."""
     xp = get_array_module(a)
-    return xp.einsum("ij,ij->j", a, b).reshape(-1, c).sum(axis=0)
+    return rowwise_sum(lambda a, b: xp.einsum("ij,ij->j", a, b), a, b).reshape(-1, c).sum(axis=0)
 
 
 class BatchNorm(Function):
@@ -57,7 +58,14 @@ class BatchNorm(Function):
         count = x.size // c
         if self.training:
             mean = _per_channel_sum(xr, c) / count
-            xc = xr - xp.tile(mean, reps)
+        else:
+            mean = self.running_mean.astype(x.dtype, copy=False)
+        # y is built in xc's buffer; backward recomputes xc from x (which the graph keeps
+        # alive anyway), so no second activation-sized array outlives forward
+        xc = xp.empty(xr.shape, dtype=xp.result_type(xr, mean))
+        mean_t = xp.tile(mean, reps)
+        rowwise(lambda xr, xc: xp.subtract(xr, mean_t, out=xc), xr, xc)
+        if self.training:
             var = _sum_of_products(xc, xc, c) / count  # biased, as Keras normalizes
             m = self.momentum
             # Keras: moving = moving * momentum + batch * (1 - momentum), in place
@@ -66,19 +74,20 @@ class BatchNorm(Function):
             self.running_var *= m
             self.running_var += (1 - m) * var
         else:
-            mean = self.running_mean.astype(x.dtype, copy=False)
             var = self.running_var.astype(x.dtype, copy=False)
-            xc = xr - xp.tile(mean, reps)
         inv_std = 1.0 / xp.sqrt(var + self.epsilon)
         scale = inv_std if gamma is None else gamma * inv_std
-        # y is built in xc's buffer; backward recomputes xc from x (which the graph keeps
-        # alive anyway), so no second activation-sized array outlives forward
-        y = xc
-        y *= xp.tile(scale, reps)
-        if beta is not None:
-            y += xp.tile(beta, reps)
+        scale_t = xp.tile(scale, reps)
+        beta_t = None if beta is None else xp.tile(beta, reps)
+
+        def affine(y):
+            y *= scale_t
+            if beta_t is not None:
+                y += beta_t
+
+        rowwise(affine, xc)
         self.x, self.mean, self.inv_std, self.scale, self.count = x, mean, inv_std, scale, count
-        return y.reshape(x.shape)
+        return xc.reshape(x.shape)
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -92,16 +101,24 @@ class BatchNorm(Function):
         sum_gy_xhat = (_sum_of_products(gyr, xr, c) - mean * sum_gy) * inv_std
         grads = []
         if self.needs_input_grad[0]:
-            gx = gyr * xp.tile(scale, reps)
+            scale_t = xp.tile(scale, reps)
             if self.training:
                 # through the batch mean and variance as well:
                 # gx = scale * (gy - mean(gy) - xhat * mean(gy * xhat)) = scale * gy + a * x + b,
                 # two per-channel vectors, so x is read once
                 a = -scale * inv_std * sum_gy_xhat / self.count
                 b = -a * mean - scale * sum_gy / self.count
-                ax = xp.multiply(xr, xp.tile(a, reps))
-                ax += xp.tile(b, reps)
-                gx += ax
+                a_t, b_t = xp.tile(a, reps), xp.tile(b, reps)
+
+            def grad_x(gyr, xr, gx):
+                xp.multiply(gyr, scale_t, out=gx)
+                if self.training:
+                    ax = xp.multiply(xr, a_t)
+                    ax += b_t
+                    gx += ax
+
+            gx = xp.empty(gyr.shape, dtype=xp.result_type(gyr, scale))
+            rowwise(grad_x, gyr, xr, gx)
             grads.append(gx.reshape(gy.shape))
         else:
             grads.append(None)

@@ -15,6 +15,7 @@ import numpy as np
 
 from dlcli.core.backend import get_array_module
 from dlcli.core.ops.conv import Padding, _pair, conv_output_size, pad_hw, resolve_padding
+from dlcli.core.parallel import rowwise
 from dlcli.core.tensor import Function, Tensor
 
 
@@ -74,42 +75,58 @@ class _Pool(Function):
 
 
 class MaxPool2D(_Pool):
-    """Max over each window; the gradient goes to the first maximum in row-major order."""
+    """Max over each window; the gradient goes to the first maximum in row-major order.
+
+    Both passes run on a share of the images per thread (`rowwise`).
+    """
 
     def forward(self, x):
         xp = get_array_module(x)
         self._setup(x)
-        views = self._views(pad_hw(x, self.pads, -np.inf, scratch=True))
-        y = views[0].copy()
-        # index of the winning offset per output cell, kept branch-free (np.where and masked
-        # assignment are several times slower on random masks): offsets come in increasing
-        # order, so max(arg, k * (v > y)) records the latest strict improvement, which
-        # leaves ties with the first maximum
-        small = len(views) < 256
+        xpad = pad_hw(x, self.pads, -np.inf, scratch=True)
+        y = xp.empty((x.shape[0], *self.out_hw, x.shape[3]), dtype=x.dtype)
+        # the index of the winning offset per output cell, for backward
         self.arg = None
         if self.needs_input_grad[0]:
-            self.arg = xp.zeros(y.shape, dtype=np.uint8 if small else np.int32)
+            small = self.pool[0] * self.pool[1] < 256
+            self.arg = xp.empty(y.shape, dtype=np.uint8 if small else np.int32)
+        rowwise(self._max, xpad, y, *(() if self.arg is None else (self.arg,)))
+        return y
+
+    def _max(self, xpad, y, arg=None):
+        xp = get_array_module(xpad)
+        views = self._views(xpad)
+        xp.copyto(y, views[0])
+        if arg is not None:
+            arg[...] = 0
+        # arg is kept branch-free (np.where and masked assignment are several times slower
+        # on random masks): offsets come in increasing order, so max(arg, k * (v > y))
+        # records the latest strict improvement, which leaves ties with the first maximum
         for k, v in enumerate(views[1:], start=1):
-            if self.arg is not None:
+            if arg is not None:
                 gt = xp.greater(v, y)
                 # bools are bytes 0/1: view them as uint8 instead of copying
-                gt = gt.view(np.uint8) if small else gt.astype(np.int32)
+                gt = gt.view(np.uint8) if arg.dtype == np.uint8 else gt.astype(np.int32)
                 gt *= k
-                xp.maximum(self.arg, gt, out=self.arg)
+                xp.maximum(arg, gt, out=arg)
             xp.maximum(y, v, out=y)
-        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
         gpad = self._grad_buffer(xp, gy.dtype)
+        rowwise(self._route, gpad, gy, self.arg)
+        self.arg = None
+        return gpad if self.tiles else self._crop(gpad)
+
+    def _route(self, gpad, gy, arg):
+        """Send each gradient to the offset that won in forward."""
+        xp = get_array_module(gy)
         for k, v in enumerate(self._views(gpad)):
-            hit = self.arg == k
+            hit = arg == k
             if self._overlap:
                 v += gy * hit
             else:
                 xp.multiply(gy, hit, out=v)
-        self.arg = None
-        return gpad if self.tiles else self._crop(gpad)
 
 
 class AvgPool2D(_Pool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlcli.core.backend import get_array_module
+from dlcli.core.parallel import pmatmul
 from dlcli.core.tensor import Function, Tensor
 
 
@@ -13,11 +14,11 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return pmatmul(a, b)
 
     def backward(self, gy):
-        ga = gy @ self.b.swapaxes(-1, -2) if self.needs_input_grad[0] else None
-        gb = self.a.swapaxes(-1, -2) @ gy if self.needs_input_grad[1] else None
+        ga = pmatmul(gy, self.b.swapaxes(-1, -2)) if self.needs_input_grad[0] else None
+        gb = pmatmul(self.a.swapaxes(-1, -2), gy) if self.needs_input_grad[1] else None
         return ga, gb
 
 
