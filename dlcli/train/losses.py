@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from dlcli.core import Tensor, ops
 from dlcli.core.backend import get_array_module
 
@@ -57,9 +55,9 @@ class LossSpec:
         if fused is not None and (last == fused or (self.from_logits and last in (None, "linear"))):
             logits = model.logits(x, training=training)
             if fused == "softmax":
-                return ops.softmax_cross_entropy(logits, y), _softmax(logits.data)
+                return ops.softmax_cross_entropy(logits, y), ops.softmax(logits.detach()).data
             yb = y.reshape(logits.shape).astype(logits.dtype)
-            return ops.sigmoid_binary_crossentropy(logits, yb), _sigmoid(logits.data)
+            return ops.sigmoid_binary_crossentropy(logits, yb), ops.sigmoid(logits.detach()).data
         out = model(x, training=training)
         if self.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
             xp = get_array_module(out.data)
@@ -76,19 +74,3 @@ class LossSpec:
             return ops.huber(out, target, delta=self.delta), out.data
         raise ValueError(f"unknown loss {self.name!r}")
 
-
-def _softmax(z: Any) -> Any:
-    xp = get_array_module(z)
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _sigmoid(z: Any) -> Any:
-    xp = get_array_module(z)
-    return (1 + xp.tanh(z / 2)) / 2  # stable for any |z|
-
-
-def as_numpy(a: Any) -> np.ndarray:
-    from dlcli.core.backend import to_numpy
-
-    return to_numpy(a)
