@@ -35,6 +35,11 @@ class _Group(click.Group):
                 raise
             console.error(str(err))
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (which handles its own)
+            if ctx.params.get("debug"):
+                raise
+            console.error("interrupted")
+            sys.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
