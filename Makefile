@@ -29,5 +29,5 @@ lint: install-dev
 
 # Benchmarks only: torch is never a runtime dependency. The OpenBLAS overrides slow numpy's BLAS.
 bench: install
-	$(PIP) install --quiet threadpoolctl torch==2.13.0
+	$(PIP) install --quiet -e '.[bench]'
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_core.py
