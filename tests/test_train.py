@@ -316,3 +316,14 @@ def test_diverging_loss_is_reported(tmp_path: Path) -> None:
         fit(SMALL, tmp_path, "optimizer={type: sgd, learning_rate: 1.0e+12}",
             "model.layers[0].kernel_regularizer=null")
 
+
+
+def test_resume_with_another_optimizer_is_a_clear_error(tmp_path: Path) -> None:
+    _, first = fit(SMALL, tmp_path, "training.epochs=1", name="first")
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(SMALL))
+    res = CliRunner().invoke(main, [
+        "train", str(config), "--set", "optimizer.type=sgd", "--run-dir", str(tmp_path / "r"),
+        "--resume", str(first.run_dir / "checkpoints" / "last")])
+    assert res.exit_code == 2, res.output
+    assert "cannot resume" in res.output and "Traceback" not in res.output

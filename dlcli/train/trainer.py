@@ -25,7 +25,7 @@ from dlcli.config.schema import Config, infer_mode, resolved_yaml
 from dlcli.core import Tensor, no_grad, set_num_threads
 from dlcli.core.backend import to_numpy, tune_host_allocator, xp_for
 from dlcli.data import Splits, check_labels, load_splits
-from dlcli.errors import DlcliError
+from dlcli.errors import CheckpointError, DlcliError
 from dlcli.io.checkpoint import Checkpoint, save_checkpoint
 from dlcli.nn.from_config import build_model
 from dlcli.nn.sequential import Sequential
@@ -321,9 +321,14 @@ class Trainer:
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, stopping and random states."""
-        self.model.set_weights(ckpt.weights)
-        if ckpt.optimizer:
-            self.optimizer.load_state_dict(ckpt.optimizer)
+        try:
+            self.model.set_weights(ckpt.weights)
+            if ckpt.optimizer:
+                self.optimizer.load_state_dict(ckpt.optimizer)
+        except ValueError as e:
+            raise CheckpointError(
+                f"cannot resume from this checkpoint with this config: {e}"
+            ) from e
         meta = ckpt.meta
         self.start_epoch = ckpt.epoch
         self.history = list(meta.get("history") or [])
