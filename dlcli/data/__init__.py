@@ -158,12 +158,9 @@ def load_splits(
         x, y = part
         if len(x) == 0:
             raise DataError(f"the {split} split has no samples")
-        if x.dtype.kind not in "biuf":
-            raise DataError(f"the {split} inputs are not numbers (dtype {x.dtype})")
-        check_finite(x, split)
         if task == REGRESSION:
             check_finite(y, split, "targets")
-        ready[split] = (fit_input_shape(x, shape, split), y)
+        ready[split] = (_model_inputs(x, shape, split), y)
 
     preprocessor.fit(ready["train"][0])
     out = {s: None if p is None else (preprocessor.apply(p[0]), p[1]) for s, p in ready.items()}
@@ -429,8 +426,12 @@ def prepare_data(
         raw = _Raw({"train": (x, y), "validation": None, "test": None}, class_names, None, key)
         _encode_labels(raw, task)
         x, y = raw.parts["train"]
+    return preprocessor.apply(_model_inputs(x, tuple(int(d) for d in input_shape), key)), y
+
+
+def _model_inputs(x: np.ndarray, shape: tuple[int, ...], split: str) -> np.ndarray:
+    """Inputs checked (numbers, finite) and shaped as the model takes them."""
     if x.dtype.kind not in "biuf":
-        raise DataError(f"{key}: the inputs are not numbers (dtype {x.dtype})")
-    check_finite(x, key)
-    x = fit_input_shape(x, tuple(int(d) for d in input_shape), key)
-    return preprocessor.apply(x), y
+        raise DataError(f"the {split} inputs are not numbers (dtype {x.dtype})")
+    check_finite(x, split)
+    return fit_input_shape(x, shape, split)

@@ -77,8 +77,7 @@ def evaluate_checkpoint(
                 f"or choose --split train"
             )
         described = f"{split} split of {splits.source}"
-    units = int(model.output_shape[-1])
-    n_classes = 2 if loss.binary else units
+    n_classes = loss.n_classes(int(model.output_shape[-1]))
     logs, y_out = evaluate_model(model, loss, x, y, batch_size or cfg.data.batch_size,
                                  list(cfg.metrics), n_classes)
     report = EvalReport(str(resolve_path(path)), described, len(x), logs, loss.task, class_names)

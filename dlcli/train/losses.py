@@ -40,6 +40,10 @@ class LossSpec:
     def binary(self) -> bool:
         return self.name == "binary_crossentropy"
 
+    def n_classes(self, units: int) -> int:
+        """Classes the metrics count: 2 for a sigmoid (binary) output, else the output units."""
+        return 2 if self.binary else units
+
     def fused_activation(self) -> str | None:
         """The final activation this loss absorbs: softmax or sigmoid, computed from logits."""
         if self.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,7 +76,6 @@ class TrainResult:
     best_epoch: int | None = None
     best_value: float | None = None
     monitor: str = "loss"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str = "runs") -> Path:
@@ -134,7 +133,7 @@ class Trainer:
                          ("test", self.splits.y_test)):
             if y is not None:
                 check_labels(y, units, self.loss.name, split=split)
-        self.n_classes = units if self.loss.task == "classification" and not self.loss.binary else 2
+        self.n_classes = self.loss.n_classes(units)
         self.metrics = list(cfg.metrics)
         self.optimizer = build_optimizer(cfg.optimizer.model_dump(), self.model.trainable_weights)
         self.base_lr = self.optimizer.learning_rate
@@ -172,40 +171,12 @@ class Trainer:
             f"{0 if s.x_test is None else len(s.x_test):,} test samples; "
             f"{self.model.count_params():,} parameters; run directory {self.run_dir}"
         )
-        stopped_epoch = None
         previous = self._install_sigint()
-        # a non-finite loss is reported by the loop itself; numpy's warnings would only be noise
-        errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-        errstate.__enter__()
         try:
-            for epoch in range(self.start_epoch, self.epochs):
-                logs = self._train_epoch(epoch)
-                if self._stop_requested:
-                    self._save("last", epoch, interrupted=True)
-                    raise Interrupted(
-                        f"interrupted during epoch {epoch + 1}; last checkpoint written to "
-                        f"{self.run_dir / 'checkpoints' / 'last.npz'}"
-                    )
-                self.history.append(logs)
-                self._write_history()
-                self._log(self._epoch_line(epoch, logs))
-                self.reporter.epoch_end(epoch, self.epochs, logs)
-                if self.best.improved(self.best.value(logs)):
-                    self.best_epoch = epoch
-                    self.best_weights = self.model.get_weights()
-                    self._save("best", epoch + 1)
-                self.schedule.on_epoch_end(epoch, logs)
-                stop = self.early.on_epoch_end(epoch, logs) if self.early else False
-                self._save("last", epoch + 1)
-                if stop:
-                    stopped_epoch = epoch + 1
-                    self._log(
-                        f"early stopping after epoch {epoch + 1}: {self.early.monitor} did not "
-                        f"improve by {self.early.min_delta} for {self.early.patience} epochs"
-                    )
-                    break
+            # a non-finite loss is reported by the loop itself; numpy's warnings are only noise
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                stopped_epoch = self._run_epochs()
         finally:
-            errstate.__exit__(None, None, None)
             self._restore_sigint(previous)
         if self.early and self.early.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
@@ -228,6 +199,35 @@ class Trainer:
             best_epoch=self._best_epoch_1(),
             best_value=self.best.best, monitor=self.best.monitor,
         )
+
+    def _run_epochs(self) -> int | None:
+        """The epoch loop: checkpoints, schedule, early stopping. The stopped epoch, or None."""
+        for epoch in range(self.start_epoch, self.epochs):
+            logs = self._train_epoch(epoch)
+            if self._stop_requested:
+                self._save("last", epoch, interrupted=True)
+                raise Interrupted(
+                    f"interrupted during epoch {epoch + 1}; last checkpoint written to "
+                    f"{self.run_dir / 'checkpoints' / 'last.npz'}"
+                )
+            self.history.append(logs)
+            self._write_history()
+            self._log(self._epoch_line(epoch, logs))
+            self.reporter.epoch_end(epoch, self.epochs, logs)
+            if self.best.improved(self.best.value(logs)):
+                self.best_epoch = epoch
+                self.best_weights = self.model.get_weights()
+                self._save("best", epoch + 1)
+            self.schedule.on_epoch_end(epoch, logs)
+            stop = self.early.on_epoch_end(epoch, logs) if self.early else False
+            self._save("last", epoch + 1)
+            if stop:
+                self._log(
+                    f"early stopping after epoch {epoch + 1}: {self.early.monitor} did not "
+                    f"improve by {self.early.min_delta} for {self.early.patience} epochs"
+                )
+                return epoch + 1
+        return None
 
     def _best_epoch_1(self) -> int | None:
         return None if self.best_epoch is None else self.best_epoch + 1
