@@ -327,3 +327,28 @@ def test_resume_with_another_optimizer_is_a_clear_error(tmp_path: Path) -> None:
         "--resume", str(first.run_dir / "checkpoints" / "last")])
     assert res.exit_code == 2, res.output
     assert "cannot resume" in res.output and "Traceback" not in res.output
+
+
+def test_resume_keeps_the_best_weights_from_before(tmp_path: Path) -> None:
+    stopping = ("training.early_stopping={monitor: val_loss, patience: 100, "
+                "restore_best_weights: true}")
+    _, full = fit(SMALL, tmp_path, "training.epochs=6", "optimizer.learning_rate=0.5", stopping,
+                  name="full")
+    assert full.best_epoch is not None
+    _, first = fit(SMALL, tmp_path, f"training.epochs={full.best_epoch}",
+                   "optimizer.learning_rate=0.5", stopping, name="first")
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(SMALL))
+    res = CliRunner().invoke(main, [
+        "train", str(config), "--set", "training.epochs=6", "--set",
+        "optimizer.learning_rate=0.5", "--set", stopping, "--run-dir", str(tmp_path / "rest"),
+        "--resume", str(first.run_dir / "checkpoints" / "last"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    # the resumed run ends where the uninterrupted one did: same best epoch, same weights
+    want = load_checkpoint(full.run_dir / "checkpoints" / "best")
+    got = load_checkpoint(tmp_path / "rest" / "checkpoints" / "best")
+    assert got.meta["best"]["epoch"] == want.meta["best"]["epoch"]
+    for k, v in want.weights.items():
+        np.testing.assert_array_equal(got.weights[k], v)
+    metrics = json.loads((tmp_path / "rest" / "metrics.json").read_text())
+    assert metrics["test"] == json.loads((full.run_dir / "metrics.json").read_text())["test"]

@@ -7,7 +7,7 @@ import click
 from dlcli.cli import console
 from dlcli.cli.options import config_argument, set_option
 from dlcli.config import load_config
-from dlcli.io.checkpoint import load_checkpoint
+from dlcli.io.checkpoint import load_checkpoint, resolve_path
 from dlcli.train.trainer import Trainer
 
 
@@ -32,12 +32,16 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
     if seed is not None:
         extra.append(f"seed={seed}")
     cfg = load_config(config, extra)
-    ckpt = load_checkpoint(resume) if resume else None
+    ckpt = best = None
+    if resume:
+        ckpt = load_checkpoint(resume)
+        sibling = resolve_path(resume).with_name("best.npz")  # the run's best, if it has one
+        best = load_checkpoint(sibling) if sibling.exists() else None
     reporter = console.TrainProgress(quiet=quiet)
     try:
         with console.download_progress() as progress:
             trainer = Trainer(cfg, run_dir=run_dir, reporter=reporter, data_dir=data_dir,
-                              download_progress=progress, resume=ckpt)
+                              download_progress=progress, resume=ckpt, resume_best=best)
         result = trainer.fit()
     finally:
         reporter.close()

@@ -113,6 +113,7 @@ class Trainer:
         data_dir: str | None = None,
         download_progress: Callable[[int, int | None], None] | None = None,
         resume: Checkpoint | None = None,
+        resume_best: Checkpoint | None = None,
     ) -> None:
         self.cfg = cfg
         self.reporter = reporter or NullReporter()
@@ -159,6 +160,12 @@ class Trainer:
             self._restore(resume)
         self.run_dir = make_run_dir(cfg, run_dir)
         self._stop_requested = False
+        if resume_best is not None and self.best_epoch is not None:
+            # the best epoch came before the resume: carry its weights and checkpoint over,
+            # so restore_best_weights and checkpoints/best still refer to it
+            if (resume_best.meta.get("best") or {}).get("epoch") == self.best_epoch:
+                self.best_weights = resume_best.weights
+                save_checkpoint(self.run_dir / "checkpoints" / "best", resume_best)
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
