@@ -9,8 +9,9 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 install:
 	$(PIP) install --quiet -e .
 
+# the optional extras too, so their tests run instead of being skipped
 install-dev:
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,export,images]'
 
 # Fashion-MNIST from Debian's package where apt-get exists; elsewhere dlcli downloads it itself.
 data:

@@ -15,13 +15,15 @@ import click
 from dlcli import __version__
 from dlcli.cli import console
 from dlcli.cli.evaluate import evaluate
+from dlcli.cli.export import export
+from dlcli.cli.predict import predict
 from dlcli.cli.schema import schema
 from dlcli.cli.summary import summary
 from dlcli.cli.train import train
 from dlcli.cli.validate import validate
 from dlcli.errors import DlcliError
 
-COMMANDS: list[click.Command] = [train, evaluate, validate, summary, schema]
+COMMANDS: list[click.Command] = [train, evaluate, export, predict, validate, summary, schema]
 
 
 class _Group(click.Group):

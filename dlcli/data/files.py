@@ -156,7 +156,7 @@ def _number(s: str) -> float | None:
 def read_csv(
     path: str | os.PathLike[str],
     *,
-    target: str | int = -1,
+    target: str | int | None = -1,
     header: bool | None = None,
     key: str = "data.train",
 ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
@@ -164,7 +164,8 @@ def read_csv(
 
     Args:
         path: the file (.csv, .tsv, optionally .gz).
-        target: the target column, by header name or index (negative counts from the end).
+        target: the target column, by header name or index (negative counts from the end);
+            None for a table of features only (y is then empty).
         header: whether the first row holds column names; None detects it: a header when a
             target name is given or any feature cell of the first row is not a number.
     Returns:
@@ -185,7 +186,7 @@ def read_csv(
     if not rows:
         raise DataError(f"{key}: {p} is empty")
     width = len(rows[0][1])
-    if width < 2:
+    if width < (1 if target is None else 2):
         raise DataError(f"{key}: {p} has {width} column; need features and a target column")
 
     first = [c.strip() for c in rows[0][1]]
@@ -196,15 +197,17 @@ def read_csv(
             )
         header = True
     if header is None:
-        t = target if isinstance(target, int) else -1
-        t = t % width if -width <= t < width else t
+        t = target  # an int or None here: a target name sets header above
+        t = t % width if t is not None and -width <= t < width else t
         header = any(_number(c) is None for j, c in enumerate(first) if j != t)
     columns = first if header else None
     body = rows[1:] if header else rows
     if not body:
         raise DataError(f"{key}: {p} has a header but no data rows")
 
-    if isinstance(target, str):
+    if target is None:
+        t = None
+    elif isinstance(target, str):
         if target not in first:
             raise DataError(f"{key}.target: no column {target!r} in {p}; columns: {first}")
         t = first.index(target)
@@ -225,7 +228,8 @@ def read_csv(
                 col = repr(columns[j]) if columns else str(j)
                 raise DataError(f"{key}: {p} line {line}, column {col}: {row[j]!r} is not a number")
             x[n, m] = v
-        y_raw.append(row[t].strip())
+        if t is not None:
+            y_raw.append(row[t].strip())
     return x, _parse_targets(y_raw), columns
 
 

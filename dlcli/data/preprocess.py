@@ -89,6 +89,13 @@ class Preprocessor:
         out /= xp.asarray(self.scale, dtype=np.float32)
         return out
 
+    def invert(self, x: np.ndarray) -> np.ndarray:
+        """Raw values back from normalized ones (float64): x * scale + offset."""
+        out = np.asarray(x, dtype=np.float64)
+        if self.mode == "none":
+            return out
+        return out * self.scale + self.offset
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state, stored in checkpoints for eval and predict."""
         d: dict[str, Any] = {"mode": self.mode}
