@@ -7,6 +7,8 @@ shown as written.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,8 +21,43 @@ from rich.text import Text
 
 # Console objects look up sys.stdout/sys.stderr when they print, so click's test runner (which
 # swaps them) captures the output.
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_closed = False  # stdout's reader went away: output is dropped, the work goes on
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone (`dlcli train cfg | head -1`): drop all further output,
+    and point the file descriptor at /dev/null so the flush at exit does not fail either."""
+    global _closed
+    _closed = True
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
+
+
+class _Console(Console):
+    """rich's Console, except that a closed pipe silences it instead of exiting with 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        if not self.stderr:
+            _silence_stdout()
+
+
+_out = _Console(highlight=False, soft_wrap=True)
+_err = _Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _emit(write: Any, *args: Any) -> None:
+    """Call write(*args) on stdout unless it is closed; a closed pipe silences it for good
+    instead of stopping the command (training goes on and writes every file)."""
+    if _closed:
+        return
+    try:
+        write(*args)
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 def error(message: str) -> None:
@@ -35,18 +72,21 @@ def warning(message: str) -> None:
 
 def info(message: str) -> None:
     """A plain line on stdout."""
-    _out.print(Text(message))
+    _emit(_out.print, Text(message))
 
 
 def success(message: str) -> None:
     """A line on stdout saying something worked."""
-    _out.print(Text(message, style="green"))
+    _emit(_out.print, Text(message, style="green"))
 
 
 def raw(text: str) -> None:
     """Text exactly as given (JSON, YAML) on stdout: no styling, no wrapping."""
-    _out.file.write(text if text.endswith("\n") else text + "\n")
-    _out.file.flush()
+    def write(text: str) -> None:
+        _out.file.write(text if text.endswith("\n") else text + "\n")
+        _out.file.flush()
+
+    _emit(write, text)
 
 
 def print_json(obj: Any) -> None:
@@ -77,14 +117,14 @@ def table(
     for row in rows:
         t.add_row(*(Text(cell) for cell in row))
     if title:
-        _out.print(Text(title))
+        _emit(_out.print, Text(title))
     # never squeeze the table: wider than the terminal is better than wrapped cells
     needed = _out.measure(t, options=_out.options.update_width(10_000)).maximum
-    wide = Console(file=_out.file, width=max(_out.width, needed), highlight=False,
+    wide = _Console(file=_out.file, width=max(_out.width, needed), highlight=False,
                    force_terminal=_out.is_terminal, no_color=_out.no_color)
-    wide.print(t)
+    _emit(wide.print, t)
     for line in footer:
-        _out.print(Text(line))
+        _emit(_out.print, Text(line))
 
 
 @contextmanager
@@ -136,7 +176,7 @@ class TrainProgress:
     def message(self, text: str) -> None:
         self.close()  # a live bar would tangle with the line
         if not self.quiet:
-            _out.print(Text(text))
+            _emit(_out.print, Text(text))
 
     def epoch_begin(self, epoch: int, epochs: int, n_batches: int) -> None:
         if self.quiet or not _err.is_terminal:
@@ -197,4 +237,4 @@ def kv_table(title: str, values: dict[str, Any]) -> None:
     t.add_column("value", justify="right")
     for k, v in values.items():
         t.add_row(Text(k), Text(f"{v:.4f}" if isinstance(v, float) else str(v)))
-    _out.print(t)
+    _emit(_out.print, t)

@@ -7,7 +7,8 @@ import click
 from dlcli.cli import console
 from dlcli.cli.options import config_argument, set_option
 from dlcli.config import load_config
-from dlcli.io.checkpoint import load_checkpoint, resolve_path
+from dlcli.errors import CheckpointError
+from dlcli.io.checkpoint import clean_temporary_files, load_checkpoint, resolve_path
 from dlcli.train.trainer import Trainer
 
 
@@ -35,8 +36,14 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
     ckpt = best = None
     if resume:
         ckpt = load_checkpoint(resume)
-        sibling = resolve_path(resume).with_name("best.npz")  # the run's best, if it has one
-        best = load_checkpoint(sibling) if sibling.exists() else None
+        folder = resolve_path(resume).parent
+        for orphan in clean_temporary_files(folder):
+            console.warning(f"removed {orphan}, left behind by a write that was killed")
+        sibling = folder / "best.npz"  # the run's best, if it has one
+        try:
+            best = load_checkpoint(sibling) if sibling.exists() else None
+        except CheckpointError as e:
+            console.warning(f"{e}; resuming without it (the best epoch is tracked anew)")
     reporter = console.TrainProgress(quiet=quiet)
     try:
         with console.download_progress() as progress:

@@ -1,6 +1,7 @@
 """Checkpoints: one self-contained npz file (arrays) with JSON metadata; no pickle anywhere.
 
-Layout inside the npz: `weights/<layer>/<weight>` arrays, `optimizer/<slot>` arrays, and
+Layout inside the npz: `weights/<layer>/<weight>` arrays, `optimizer/<slot>` arrays,
+`state/<name>` arrays of the trainer (where an interrupted epoch stopped), and
 `__meta__`, a uint8 array holding UTF-8 JSON (config, epoch, random states, preprocessing,
 class names, format version). Files are written to a temporary name and renamed, so a crash
 never leaves a half-written checkpoint behind.
@@ -35,6 +36,7 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # epoch, rng states, preprocessing, ...
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # trainer arrays (epoch position)
 
     @property
     def epoch(self) -> int:
@@ -77,6 +79,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     arrays: dict[str, np.ndarray] = {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
     arrays.update({f"weights/{k}": np.asarray(v) for k, v in ckpt.weights.items()})
     arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in ckpt.optimizer.items()})
+    arrays.update({f"state/{k}": np.asarray(v) for k, v in ckpt.state.items()})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -88,6 +91,18 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def clean_temporary_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files a killed save_checkpoint left in `folder`; return them."""
+    removed = []
+    for p in Path(folder).glob(f".*{SUFFIX}.*.tmp"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass  # not ours to fight over; it stays
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -126,10 +141,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         )
     weights = {k[len("weights/"):]: v for k, v in arrays.items() if k.startswith("weights/")}
     optimizer = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
     config = meta.pop("config", None)
     if not isinstance(config, dict):
         raise CheckpointError(f"{p} holds no model config")
-    return Checkpoint(config=config, weights=weights, optimizer=optimizer, meta=meta)
+    return Checkpoint(config=config, weights=weights, optimizer=optimizer, meta=meta, state=state)
 
 
 def restore_model(ckpt: Checkpoint) -> tuple[Any, Any]:

@@ -62,9 +62,48 @@ class NullReporter:
 
 
 class Interrupted(DlcliError):
-    """Training stopped by Ctrl-C after the current batch; the last checkpoint is written."""
+    """Training stopped by a signal after the current batch; the last checkpoint is written.
+
+    The exit code is the shell's for that signal: 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP).
+    """
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+# what schedulers, `timeout`, containers and closed terminals send: all stop like Ctrl-C
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+@dataclass
+class Position:
+    """Where an interrupted epoch stopped: enough to continue it exactly."""
+
+    epoch: int
+    batch: int  # the next batch to run
+    order: np.ndarray  # the epoch's permutation of the train samples
+    outputs: np.ndarray  # model outputs of the batches done (for the epoch's train metrics)
+    data_total: float
+    reg_total: float
+    seen: int
+    seconds: float
+
+    def meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "data_total": self.data_total,
+                "reg_total": self.reg_total, "seen": self.seen, "seconds": self.seconds}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"order": self.order, "outputs": self.outputs}
+
+    @classmethod
+    def from_checkpoint(cls, meta: dict[str, Any], state: dict[str, np.ndarray]) -> Position:
+        return cls(int(meta["epoch"]), int(meta["batch"]), state["order"], state["outputs"],
+                   float(meta["data_total"]), float(meta["reg_total"]), int(meta["seen"]),
+                   float(meta["seconds"]))
 
 
 @dataclass
@@ -156,16 +195,31 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self.best_weights: dict[str, np.ndarray] | None = None
+        self.position: Position | None = None  # set by an interrupted epoch or a resume
         if resume is not None:
             self._restore(resume)
+            if self.start_epoch >= self.epochs and self.position is None:
+                raise DlcliError(
+                    f"nothing to resume: the checkpoint has trained {self.start_epoch} of "
+                    f"{self.epochs} epochs; pass --epochs N with N > {self.start_epoch} to train on"
+                )
         self.run_dir = make_run_dir(cfg, run_dir)
         self._stop_requested = False
-        if resume_best is not None and self.best_epoch is not None:
+        self._stop_signal: int = signal.SIGINT
+        self._notes: list[str] = []  # said in train.log once it is open
+        if resume is not None and self.best_epoch is not None:
             # the best epoch came before the resume: carry its weights and checkpoint over,
             # so restore_best_weights and checkpoints/best still refer to it
-            if (resume_best.meta.get("best") or {}).get("epoch") == self.best_epoch:
+            if (resume_best is not None
+                    and (resume_best.meta.get("best") or {}).get("epoch") == self.best_epoch):
                 self.best_weights = resume_best.weights
                 save_checkpoint(self.run_dir / "checkpoints" / "best", resume_best)
+            else:  # its weights are gone (missing or unreadable best.npz): track anew
+                self._notes.append(
+                    f"the best checkpoint of epoch {self.best_epoch + 1} is not available; "
+                    "the best epoch is tracked anew from here")
+                self.best = Monitor(self.best.monitor, self.best.mode, self.best.min_delta)
+                self.best_epoch = None
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -178,13 +232,24 @@ class Trainer:
             f"{0 if s.x_test is None else len(s.x_test):,} test samples; "
             f"{self.model.count_params():,} parameters; run directory {self.run_dir}"
         )
-        previous = self._install_sigint()
+        for note in self._notes:
+            self._log(note)
+        previous = self._install_signals()
         try:
             # a non-finite loss is reported by the loop itself; numpy's warnings are only noise
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 stopped_epoch = self._run_epochs()
+        except Interrupted as e:
+            self._log(str(e), echo=False)  # the CLI prints it
+            raise
+        except DlcliError as e:
+            self._log(f"error: {e}", echo=False)
+            raise
+        except BaseException as e:
+            self._log(f"stopped by {type(e).__name__}: {e}", echo=False)
+            raise
         finally:
-            self._restore_sigint(previous)
+            self._restore_signals(previous)
         if self.early and self.early.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             self._log(
@@ -211,11 +276,14 @@ class Trainer:
         """The epoch loop: checkpoints, schedule, early stopping. The stopped epoch, or None."""
         for epoch in range(self.start_epoch, self.epochs):
             logs = self._train_epoch(epoch)
-            if self._stop_requested:
+            if logs is None:  # stopped inside the epoch: save where, to continue from there
                 self._save("last", epoch, interrupted=True)
+                p = self.position
                 raise Interrupted(
-                    f"interrupted during epoch {epoch + 1}; last checkpoint written to "
-                    f"{self.run_dir / 'checkpoints' / 'last.npz'}"
+                    f"interrupted by {signal.Signals(self._stop_signal).name} during epoch "
+                    f"{epoch + 1} after batch {p.batch} of {self._n_batches}; last checkpoint "
+                    f"written to {self.run_dir / 'checkpoints' / 'last.npz'} (--resume "
+                    f"continues from that batch)", self._stop_signal,
                 )
             self.history.append(logs)
             self._write_history()
@@ -227,7 +295,14 @@ class Trainer:
                 self._save("best", epoch + 1)
             self.schedule.on_epoch_end(epoch, logs)
             stop = self.early.on_epoch_end(epoch, logs) if self.early else False
-            self._save("last", epoch + 1)
+            halt = self._stop_requested and epoch + 1 < self.epochs and not stop
+            self._save("last", epoch + 1, interrupted=halt)
+            if halt:
+                raise Interrupted(
+                    f"interrupted by {signal.Signals(self._stop_signal).name} after epoch "
+                    f"{epoch + 1}; last checkpoint written to "
+                    f"{self.run_dir / 'checkpoints' / 'last.npz'}", self._stop_signal,
+                )
             if stop:
                 self._log(
                     f"early stopping after epoch {epoch + 1}: {self.early.monitor} did not "
@@ -239,19 +314,35 @@ class Trainer:
     def _best_epoch_1(self) -> int | None:
         return None if self.best_epoch is None else self.best_epoch + 1
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    @property
+    def _n_batches(self) -> int:
+        return math.ceil(len(self.splits.x_train) / self.cfg.data.batch_size)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float] | None:
+        """One epoch (continued from self.position when it stopped inside this epoch); its logs,
+        or None when a stop request came before its last batch (self.position says where)."""
         s, xp = self.splits, self.xp
         lr = self.schedule.lr_at(epoch)
         self.optimizer.learning_rate = lr
         n = len(s.x_train)
         bs = self.cfg.data.batch_size
-        order = self.shuffle_rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
-        n_batches = math.ceil(n / bs)
+        n_batches = self._n_batches
+        p, self.position = self.position, None
+        if p is not None and p.epoch == epoch:
+            order, first, outputs = p.order, p.batch, [p.outputs] if p.seen else []
+            data_total, reg_total, seen, before = p.data_total, p.reg_total, p.seen, p.seconds
+        else:
+            order = self.shuffle_rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
+            first, outputs, data_total, reg_total, seen, before = 0, [], 0.0, 0.0, 0, 0.0
         self.reporter.epoch_begin(epoch, self.epochs, n_batches)
-        start = time.perf_counter()
-        total = data_total = reg_total = 0.0
-        outputs, seen = [], 0
-        for b in range(n_batches):
+        start = time.perf_counter() - before
+        total = (data_total + reg_total) / seen if seen else 0.0
+        for b in range(first, n_batches):
+            if self._stop_requested:
+                self.position = Position(
+                    epoch, b, order, np.concatenate(outputs) if outputs else np.zeros((0,)),
+                    data_total, reg_total, seen, time.perf_counter() - start)
+                return None
             idx = order[b * bs:(b + 1) * bs]
             x, y = xp.asarray(s.x_train[idx]), xp.asarray(s.y_train[idx])
             data_loss, out = self.loss(self.model, Tensor(x), y, training=True)
@@ -274,14 +365,12 @@ class Trainer:
             total = (data_total + reg_total) / seen
             outputs.append(to_numpy(out))
             self.reporter.batch_end(b, {"loss": total}, seen)
-            if self._stop_requested:
-                break
+        # every batch is done: a stop request from here on ends the epoch properly first
         logs: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": total,
                                   "data_loss": data_total / max(seen, 1),
                                   "regularization": reg_total / max(seen, 1)}
-        if seen == n:
-            logs.update(self._metrics(s.y_train[order], np.concatenate(outputs)))
-        if self.has_val and not self._stop_requested:
+        logs.update(self._metrics(s.y_train[order], np.concatenate(outputs)))
+        if self.has_val:
             logs.update({f"val_{k}": v for k, v in self.evaluate(s.x_val, s.y_val).items()})
         logs["seconds"] = time.perf_counter() - start
         return logs
@@ -299,7 +388,8 @@ class Trainer:
 
     # -- persistence ----------------------------------------------------------------------
     def checkpoint(self, epoch: int, interrupted: bool = False) -> Checkpoint:
-        """Everything needed to evaluate or resume after `epoch` completed epochs."""
+        """Everything needed to evaluate or resume after `epoch` completed epochs (and, after an
+        interruption inside the next epoch, the position there)."""
         s = self.splits
         meta = {
             "epoch": epoch,
@@ -315,11 +405,16 @@ class Trainer:
             "best": {**self.best.state_dict(), "epoch": self.best_epoch},
             "history": self.history,
         }
+        state: dict[str, np.ndarray] = {}
+        if interrupted and self.position is not None:
+            meta["position"] = self.position.meta()
+            state = self.position.arrays()
         return Checkpoint(
             config=self.cfg.model_dump(mode="json"),
             weights=self.model.get_weights(),
             optimizer=self.optimizer.state_dict(),
             meta=meta,
+            state=state,
         )
 
     def _save(self, which: str, epoch: int, interrupted: bool = False) -> Path:
@@ -352,6 +447,18 @@ class Trainer:
             self.model.set_rng(self.model.rng)
         if rng.get("shuffle"):
             self.shuffle_rng.bit_generator.state = rng["shuffle"]
+        if meta.get("position"):
+            try:
+                self.position = Position.from_checkpoint(meta["position"], ckpt.state)
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"the checkpoint's epoch position is damaged: {e}") from e
+            if (self.position.epoch != self.start_epoch
+                    or len(self.position.order) != len(self.splits.x_train)
+                    or not 0 <= self.position.batch <= self._n_batches):
+                raise CheckpointError(
+                    "the checkpoint stopped inside an epoch of other data (its position does "
+                    "not fit this config's training split); resume with the config it ran"
+                )
 
     def _write_static_files(self) -> None:
         from dlcli.nn.summary import summary_text
@@ -376,10 +483,11 @@ class Trainer:
         tmp.write_text(text)
         os.replace(tmp, path)
 
-    def _log(self, line: str) -> None:
+    def _log(self, line: str, echo: bool = True) -> None:
         with open(self.run_dir / "train.log", "a") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
-        self.reporter.message(line)
+        if echo:
+            self.reporter.message(line)
 
     def _epoch_line(self, epoch: int, logs: dict[str, float]) -> str:
         hidden = {"epoch", "seconds"}
@@ -388,26 +496,28 @@ class Trainer:
         shown = {k: v for k, v in logs.items() if k not in hidden}
         return f"epoch {epoch + 1}/{self.epochs} - {logs['seconds']:.1f}s - " + _fmt(shown)
 
-    # -- Ctrl-C: finish the batch, write the last checkpoint, exit 130 -------------------
-    def _install_sigint(self) -> Any:
+    # -- Ctrl-C, SIGTERM, SIGHUP: finish the batch, write the last checkpoint, exit 128+n ---
+    def _install_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:  # a second Ctrl-C stops at once
+            if self._stop_requested:  # a second signal stops at once
                 raise KeyboardInterrupt
-            self._stop_requested = True
-            self.reporter.message("stopping after this batch (Ctrl-C again to abort at once)")
+            self.request_stop(signum)
+            self.reporter.message(f"{signal.Signals(signum).name}: stopping after this batch "
+                                  "(again to abort at once)")
 
-        return signal.signal(signal.SIGINT, handler)
+        return {s: signal.signal(s, handler) for s in STOP_SIGNALS}
 
-    def _restore_sigint(self, previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _restore_signals(self, previous: dict[int, Any] | None) -> None:
+        for s, h in (previous or {}).items():
+            signal.signal(s, h)
 
-    def request_stop(self) -> None:
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to stop after the current batch (what Ctrl-C does)."""
         self._stop_requested = True
+        self._stop_signal = signum
 
 
 def evaluate_model(
