@@ -176,3 +176,91 @@ def test_divergence_is_in_train_log(tmp_path: Path) -> None:
     with pytest.raises(DlcliError, match="diverged"):
         Trainer(cfg, run_dir=tmp_path / "a").fit()
     assert "error: the loss became" in (tmp_path / "a" / "train.log").read_text()
+
+
+# -- where files go ---------------------------------------------------------------------------
+def test_run_dir_through_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(CONFIG))
+    res = CliRunner().invoke(main, ["train", str(config), "--run-dir",
+                                    str(tmp_path / "file" / "run")])
+    assert res.exit_code == 2
+    assert "cannot write the run directory" in res.output and "Traceback" not in res.output
+
+
+def test_a_name_cannot_leave_the_runs_root(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dlcli.train.trainer import make_run_dir
+
+    for name in ("../escaped", "a/../../escaped", "/abs/escaped"):
+        with pytest.raises(DlcliError, match="outside"):
+            make_run_dir(SimpleNamespace(name=name), None, root=str(tmp_path / "runs"))
+    assert not list(tmp_path.rglob("escaped*"))
+    assert make_run_dir(SimpleNamespace(name="ok"), None, root=str(tmp_path / "runs")).is_dir()
+
+
+def test_a_data_error_leaves_no_run_directory(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(CONFIG).replace(
+        "dataset: blobs", f"train: {tmp_path / 'missing.npz'}").replace("test_split: 0.2,", ""))
+    res = CliRunner().invoke(main, ["train", str(config), "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "not found" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(CONFIG))
+
+    def limit() -> None:  # a file-size limit below one checkpoint: writes fail with EFBIG
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", str(config), "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write checkpoint" in proc.stderr and "best.npz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "r").rglob("*.tmp"))  # no half-written file left
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_ones(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import dlcli.train.trainer as trainer_module
+
+    real, calls = trainer_module.save_checkpoint, []
+
+    def save(path, ckpt):
+        calls.append(path)
+        if len(calls) == 5:  # epoch 3's first write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, ckpt)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    with pytest.raises(DlcliError, match=r"cannot write checkpoint .*No space left"):
+        Trainer(load_config_text(CONFIG), run_dir=tmp_path / "a").fit()
+    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "last").epoch == 2
+    assert "No space left" in (tmp_path / "a" / "train.log").read_text()
+
+
+# -- output that other programs read ------------------------------------------------------------
+def test_json_output_is_strict() -> None:
+    import json
+
+    from dlcli.cli import console
+
+    data = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("-inf"), "d": "x"}
+    assert console.strict(data) == {"a": None, "b": [1.0, None], "c": None, "d": "x"}
+    json.dumps(console.strict(data), allow_nan=False)
+
+
+def test_summary_help_names_config_or_checkpoint() -> None:
+    res = CliRunner().invoke(main, ["summary", "--help"])
+    assert "CONFIG|CHECKPOINT" in res.output

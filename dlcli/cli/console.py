@@ -89,9 +89,22 @@ def raw(text: str) -> None:
     _emit(write, text)
 
 
+def strict(obj: Any) -> Any:
+    """obj with every NaN or infinity replaced by None, so it is strict JSON (null)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
+        return strict(obj.item())
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    """One JSON document on stdout, indented, for scripts."""
-    raw(json.dumps(obj, indent=2))
+    """One JSON document on stdout, indented, for scripts: strict JSON, NaN and infinity as null."""
+    raw(json.dumps(strict(obj), indent=2, allow_nan=False))
 
 
 def table(

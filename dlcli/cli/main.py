@@ -7,6 +7,7 @@ one line to COMMANDS below.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -50,6 +51,10 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Keras-style training from one YAML file."""
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit a write fails with EFBIG (an error we report, naming the
+        # file) instead of the process being killed by this signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 

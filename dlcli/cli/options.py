@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 
-def config_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+def config_argument(func: Callable[..., Any] | None = None, *, metavar: str = "CONFIG") -> Any:
     """The CONFIG positional argument (a path; a missing file is reported by load_config)."""
-    return click.argument("config", metavar="CONFIG")(func)
+    if func is None:
+        return lambda f: click.argument("config", metavar=metavar)(f)
+    return click.argument("config", metavar=metavar)(func)
 
 
 def set_option(func: Callable[..., Any]) -> Callable[..., Any]:

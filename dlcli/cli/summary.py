@@ -21,11 +21,12 @@ def render_summary(model: Sequential) -> None:
 
 
 @click.command()
-@config_argument
+@config_argument(metavar="CONFIG|CHECKPOINT")
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def summary(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Show the model a CONFIG or a CHECKPOINT holds: layers, shapes, parameters, MACs, memory."""
+    """Show the model a CONFIG file (YAML) or a CHECKPOINT (.npz) describes: layers, shapes,
+    parameters, MACs and activation memory, as Keras's model.summary() prints them."""
     if is_checkpoint(config):
         if overrides:
             raise click.UsageError("--set applies to configs, not to checkpoints")

@@ -118,23 +118,48 @@ class TrainResult:
 
 
 def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str = "runs") -> Path:
-    """runs/<name>-<timestamp>/, or the given folder; a non-empty folder is never reused."""
+    """runs/<name>-<timestamp>/, or the given folder; a non-empty folder is never reused.
+
+    The folder is created and a file written and removed in it, so an unwritable place is a
+    one-line error before any data is read.
+    """
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            what = "is a file" if not path.is_dir() else "already exists and is not empty"
             raise DlcliError(
-                f"run directory {path} already exists and is not empty; "
-                "choose another --run-dir (dlcli never overwrites a run)"
+                f"run directory {path} {what}; choose another --run-dir (dlcli never "
+                "overwrites a run)"
             )
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / f"{cfg.name}-{stamp}"
+        base = Path(root)
+        path = base / f"{cfg.name}-{stamp}"
         n = 1
         while path.exists():
             n += 1
-            path = Path(root) / f"{cfg.name}-{stamp}-{n}"
-    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            path = base / f"{cfg.name}-{stamp}-{n}"
+        # the schema keeps names to [A-Za-z0-9._-]; this holds even for a config built in code
+        if path.resolve().parent != base.resolve():
+            raise DlcliError(f"name {cfg.name!r} would put the run outside {base}/; use a plain "
+                             "name, or --run-dir to choose the place")
+    try:
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = path / ".dlcli-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise DlcliError(f"cannot write the run directory {path}: {e.strerror or e}") from None
     return path
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Undo make_run_dir when nothing was written (an error before training began)."""
+    try:
+        (path / "checkpoints").rmdir()
+        path.rmdir()
+    except OSError:
+        pass  # something is in it: keep it
 
 
 class Trainer:
@@ -161,9 +186,24 @@ class Trainer:
         if cfg.device == "cpu":
             tune_host_allocator()  # steps stop page-faulting their temporaries back in
             set_num_threads(None)  # big numpy passes and GEMMs on every core
-        # shapes are checked here, before any data is read
+        # shapes are checked here, before any data is read; then the run directory is made
+        # and probed, so an unwritable place fails before the data is loaded
         self.model: Sequential = build_model(cfg)
         self.model.to(self.xp)
+        self.run_dir = make_run_dir(cfg, run_dir)
+        self._stop_requested = False
+        self._stop_signal: int = signal.SIGINT
+        self._notes: list[str] = []  # said in train.log once it is open
+        try:
+            self._prepare(data_dir, download_progress, resume, resume_best)
+        except BaseException:
+            _remove_if_empty(self.run_dir)
+            raise
+
+    def _prepare(self, data_dir: str | None, download_progress: Any, resume: Checkpoint | None,
+                 resume_best: Checkpoint | None) -> None:
+        """Data, optimizer, schedule, callbacks, and the state of a resumed run."""
+        cfg = self.cfg
         self.splits: Splits = load_splits(
             cfg.data, cfg.seed, tuple(cfg.model.input_shape), data_dir=data_dir,
             progress=download_progress, task=self.loss.task,
@@ -203,10 +243,6 @@ class Trainer:
                     f"nothing to resume: the checkpoint has trained {self.start_epoch} of "
                     f"{self.epochs} epochs; pass --epochs N with N > {self.start_epoch} to train on"
                 )
-        self.run_dir = make_run_dir(cfg, run_dir)
-        self._stop_requested = False
-        self._stop_signal: int = signal.SIGINT
-        self._notes: list[str] = []  # said in train.log once it is open
         if resume is not None and self.best_epoch is not None:
             # the best epoch came before the resume: carry its weights and checkpoint over,
             # so restore_best_weights and checkpoints/best still refer to it
@@ -418,8 +454,12 @@ class Trainer:
         )
 
     def _save(self, which: str, epoch: int, interrupted: bool = False) -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints" / which,
-                               self.checkpoint(epoch, interrupted=interrupted))
+        path = self.run_dir / "checkpoints" / f"{which}.npz"
+        try:
+            return save_checkpoint(path, self.checkpoint(epoch, interrupted=interrupted))
+        except OSError as e:  # a full disk (ENOSPC, EFBIG): the previous file is still whole
+            raise DlcliError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous "
+                             f"{which}.npz (if any) is intact") from None
 
     def _restore(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, stopping and random states."""
@@ -480,12 +520,21 @@ class Trainer:
     def _atomic_write(self, name: str, text: str) -> None:
         path = self.run_dir / name
         tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise DlcliError(f"cannot write {path}: {e.strerror or e}") from None
 
     def _log(self, line: str, echo: bool = True) -> None:
-        with open(self.run_dir / "train.log", "a") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+        try:
+            with open(self.run_dir / "train.log", "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+        except OSError as e:
+            if echo:  # a log line about an error must not hide that error
+                raise DlcliError(f"cannot write {self.run_dir / 'train.log'}: "
+                                 f"{e.strerror or e}") from None
         if echo:
             self.reporter.message(line)
 
