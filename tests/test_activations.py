@@ -46,6 +46,21 @@ CASES = [
     ("log_softmax", ops.log_softmax, lambda x: np.log(_softmax(x))),
     ("log_softmax_axis0", lambda x: ops.log_softmax(x, 0), lambda x: np.log(_softmax(x, axis=0))),
     ("linear", ops.linear, lambda x: x),
+    ("silu", ops.silu, lambda x: x / (1 + np.exp(-x))),
+    ("mish", ops.mish, lambda x: x * np.tanh(np.log1p(np.exp(x)))),
+    ("relu6", ops.relu6, lambda x: np.minimum(np.maximum(x, 0), 6)),
+    ("relu6_top", lambda x: ops.relu6(x * 4.0), lambda x: np.minimum(np.maximum(4 * x, 0), 6)),
+    ("hard_sigmoid", ops.hard_sigmoid, lambda x: np.clip(x / 6 + 0.5, 0, 1)),
+    ("hard_sigmoid_wide", lambda x: ops.hard_sigmoid(x * 3.0),
+     lambda x: np.clip(x / 2 + 0.5, 0, 1)),
+    ("hard_silu", ops.hard_silu, lambda x: x * np.minimum(np.maximum(x + 3, 0), 6) / 6),
+    ("hard_silu_wide", lambda x: ops.hard_silu(x * 3.0),
+     lambda x: 3 * x * np.minimum(np.maximum(3 * x + 3, 0), 6) / 6),
+    ("softsign", ops.softsign, lambda x: x / (np.abs(x) + 1)),
+    ("log_sigmoid", ops.log_sigmoid, lambda x: -np.log1p(np.exp(-x))),
+    ("celu", ops.celu, lambda x: np.maximum(x, 0) + np.minimum(0, np.expm1(x))),
+    ("celu_2", lambda x: ops.celu(x, alpha=2.0),
+     lambda x: np.maximum(x, 0) + np.minimum(0, 2 * np.expm1(x / 2))),
 ]  # fmt: skip
 IDS = [c[0] for c in CASES]
 SHAPES = [(4, 5), (1, 3), (2, 3, 4), (7,)]
@@ -78,6 +93,12 @@ def test_float32_in_float32_out(name, fn, ref) -> None:
     (y * 2.0).sum().backward()
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(y.data, ref(x.data.astype(np.float64)), rtol=2e-6, atol=2e-6)
+
+
+def test_exponential() -> None:  # apart: exp(1e4) overflows, in Keras as here
+    x = away(3, 4)
+    check_forward(ops.exponential, np.exp, [x], atol=1e-12, rtol=1e-12)
+    check_grad(ops.exponential, [x])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -145,8 +166,10 @@ def test_linear_is_the_identity() -> None:
 def test_activation_registry() -> None:
     assert set(ACTIVATIONS) == {
         "linear", "relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
-        "softmax", "log_softmax",
+        "softmax", "log_softmax", "silu", "swish", "mish", "relu6", "hard_sigmoid", "hard_silu",
+        "hard_swish", "softsign", "exponential", "log_sigmoid", "celu",
     }  # fmt: skip
+    assert ACTIVATIONS["swish"] is ops.silu and ACTIVATIONS["hard_swish"] is ops.hard_silu
     assert get_activation(None) is ops.linear
     for name, fn in ACTIVATIONS.items():
         assert get_activation(name) is fn
@@ -159,4 +182,4 @@ def test_unknown_activation_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match="did you mean 'relu'"):
         get_activation("ReLU")  # names are Keras's lower-case ones
     with pytest.raises(ValueError, match="valid names"):
-        get_activation("swish")
+        get_activation("swishh")

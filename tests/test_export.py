@@ -413,3 +413,24 @@ def test_safetensors_names_are_the_summary_names(tmp_path: Path) -> None:
     summary = CliRunner().invoke(main, ["summary", str(ckpt), "--json"])
     names = {layer["name"] for layer in json.loads(summary.output)["layers"]}
     assert {k.split("/")[0] for k in tensors} <= names
+
+
+@pytest.mark.parametrize("name", [
+    "linear", "relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
+    "softmax", "log_softmax", "silu", "swish", "mish", "relu6", "hard_sigmoid", "hard_silu",
+    "hard_swish", "softsign", "exponential", "log_sigmoid", "celu",
+])  # fmt: skip
+def test_every_activation_exports(name: str) -> None:
+    from dlcli.core.ops.activations import ACTIVATIONS
+    from dlcli.nn.layers import Activation, Dense
+    from dlcli.nn.sequential import Sequential
+    from dlcli.predict.runner import model_outputs
+
+    assert name in ACTIVATIONS  # the list above covers the registry: see the next assert
+    assert len(ACTIVATIONS) == 22
+    model = Sequential([Dense(5), Activation(name)], (4,)).build(0)
+    proto = build_onnx(model, {"mode": "none"})
+    x = np.random.default_rng(0).normal(0, 3, (16, 4)).astype(np.float32)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], model_outputs(model, x, 16),
+                               rtol=1e-5, atol=1e-5)

@@ -115,6 +115,27 @@ def activation(g: _Graph, name: str | None, layer: Layer) -> None:
         erf = g.op("Erf", g.op("Div", x, g.const("sqrt2", np.array(math.sqrt(2.0), np.float32))))
         one = g.op("Add", erf, g.const("one", np.array(1.0, np.float32)))
         g.op("Mul", g.op("Mul", x, one), g.const("half", np.array(0.5, np.float32)))
+    elif name in ("silu", "swish"):
+        x = g.x
+        g.op("Mul", x, g.op("Sigmoid", x))
+    elif name == "mish":  # opset 17 has no Mish node: x * tanh(softplus(x))
+        x = g.x
+        g.op("Mul", x, g.op("Tanh", g.op("Softplus", x)))
+    elif name == "relu6":
+        g.op("Clip", g.x, g.const("zero", np.array(0.0, np.float32)),
+             g.const("six", np.array(6.0, np.float32)))
+    elif name == "hard_sigmoid":  # Keras 3: relu6(x + 3) / 6
+        g.op("HardSigmoid", alpha=1.0 / 6.0, beta=0.5)
+    elif name in ("hard_silu", "hard_swish"):  # x * relu6(x + 3) / 6, ONNX's HardSwish
+        g.op("HardSwish")
+    elif name == "softsign":
+        g.op("Softsign")
+    elif name == "exponential":
+        g.op("Exp")
+    elif name == "log_sigmoid":  # -softplus(-x)
+        g.op("Neg", g.op("Softplus", g.op("Neg")))
+    elif name == "celu":
+        g.op("Celu", alpha=1.0)
     elif name == "softmax":
         g.op("Softmax", axis=g.channel_axis)
     elif name == "log_softmax":

@@ -1,16 +1,25 @@
 """Every op of the core, one family a module; each op is a Function class plus a function."""
 
 from dlcli.core.ops.activations import (
+    celu,
     elu,
+    exponential,
     gelu,
+    hard_sigmoid,
+    hard_silu,
     leaky_relu,
     linear,
+    log_sigmoid,
     log_softmax,
+    mish,
     relu,
+    relu6,
     selu,
     sigmoid,
+    silu,
     softmax,
     softplus,
+    softsign,
     tanh,
 )
 from dlcli.core.ops.conv import conv2d
@@ -44,6 +53,8 @@ from dlcli.core.ops.reduce import max, mean, sum
 from dlcli.core.ops.shape import flatten, getitem, matmul, reshape, transpose
 
 __all__ = [
+    "celu", "exponential", "hard_sigmoid", "hard_silu", "log_sigmoid", "mish", "relu6", "silu",
+    "softsign",
     "abs_", "add", "avg_pool2d", "batch_norm", "binary_crossentropy", "categorical_crossentropy",
     "clip", "conv2d", "div", "dropout", "elu", "exp", "flatten", "gelu", "getitem",
     "global_avg_pool2d", "huber", "leaky_relu", "linear", "log", "log_softmax", "matmul", "max",

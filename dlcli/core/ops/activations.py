@@ -186,6 +186,117 @@ class Softplus(Function):
         return gy * _sigmoid(self.x)
 
 
+class SiLU(Function):
+    """x * sigmoid(x) (Keras silu, alias swish)."""
+
+    def forward(self, x):
+        self.x, self.s = x, _sigmoid(x)
+        return x * self.s
+
+    def backward(self, gy):
+        s = self.s
+        return gy * (s * (1.0 + self.x * (1.0 - s)))
+
+
+class Mish(Function):
+    """x * tanh(softplus(x)) (Misra 2019, Keras mish)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.t = xp.tanh(xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0.0))
+        return x * self.t
+
+    def backward(self, gy):
+        t = self.t
+        return gy * (t + self.x * (1.0 - t * t) * _sigmoid(self.x))
+
+
+class Clip(Function):
+    """min(max(x, lo), hi) times `scale`, plus `shift` before clipping: relu6 and hard_sigmoid.
+
+    y = clip(x * scale + shift, lo, hi); the gradient is `scale` inside the interval, 0 outside.
+    """
+
+    def __init__(self, lo: float, hi: float, scale: float = 1.0, shift: float = 0.0) -> None:
+        self.lo, self.hi, self.scale, self.shift = lo, hi, scale, shift
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        z = x * self.scale + self.shift
+        self.inside = (z > self.lo) & (z < self.hi)
+        return xp.clip(z, self.lo, self.hi)
+
+    def backward(self, gy):
+        return (gy * self.inside) * self.scale  # bool mask first: stays in gy's dtype
+
+
+class HardSiLU(Function):
+    """x * hard_sigmoid(x) = x * relu6(x + 3) / 6 (Keras hard_silu, alias hard_swish)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.h = xp.clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+        return x * self.h
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        inside = (self.x > -3.0) & (self.x < 3.0)
+        return gy * (self.h + xp.where(inside, self.x * (1.0 / 6.0), 0.0))
+
+
+class Softsign(Function):
+    """x / (|x| + 1)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.d = xp.abs(x) + 1.0
+        return x / self.d
+
+    def backward(self, gy):
+        return gy / (self.d * self.d)
+
+
+class Exp(Function):
+    """exp(x) (Keras exponential)."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+class LogSigmoid(Function):
+    """log(sigmoid(x)) = -softplus(-x), finite for any x."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        return -(xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0.0))
+
+    def backward(self, gy):
+        return gy * _sigmoid(-self.x)
+
+
+class CELU(Function):
+    """max(x, 0) + min(0, alpha * (exp(x / alpha) - 1)) (Barron 2017, Keras celu, alpha 1)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.mask = x > 0
+        self.e = xp.exp(xp.minimum(x, 0.0) / self.alpha)
+        return xp.where(self.mask, x, self.alpha * (self.e - 1.0))
+
+    def backward(self, gy):
+        return get_array_module(gy).where(self.mask, gy, gy * self.e)
+
+
 # -- along an axis -----------------------------------------------------------------------------
 def _softmax(x: Any, axis: int) -> Any:
     xp = get_array_module(x)
@@ -276,6 +387,51 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=axis)
 
 
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x); Keras's silu, also called swish."""
+    return SiLU.apply(x)
+
+
+def mish(x: Tensor) -> Tensor:
+    """x * tanh(softplus(x))."""
+    return Mish.apply(x)
+
+
+def relu6(x: Tensor) -> Tensor:
+    """min(max(x, 0), 6)."""
+    return Clip.apply(x, lo=0.0, hi=6.0)
+
+
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1), as Keras 3 defines it."""
+    return Clip.apply(x, lo=0.0, hi=1.0, scale=1.0 / 6.0, shift=0.5)
+
+
+def hard_silu(x: Tensor) -> Tensor:
+    """x * hard_sigmoid(x); Keras's hard_silu, also called hard_swish."""
+    return HardSiLU.apply(x)
+
+
+def softsign(x: Tensor) -> Tensor:
+    """x / (|x| + 1)."""
+    return Softsign.apply(x)
+
+
+def exponential(x: Tensor) -> Tensor:
+    """exp(x)."""
+    return Exp.apply(x)
+
+
+def log_sigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x))."""
+    return LogSigmoid.apply(x)
+
+
+def celu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """Continuously differentiable ELU."""
+    return CELU.apply(x, alpha=float(alpha))
+
+
 def linear(x: Tensor) -> Tensor:
     """The identity: returns x itself (no graph node)."""
     return x
@@ -293,6 +449,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "softplus": softplus,
     "softmax": softmax,
     "log_softmax": log_softmax,
+    "silu": silu,
+    "swish": silu,
+    "mish": mish,
+    "relu6": relu6,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
+    "softsign": softsign,
+    "exponential": exponential,
+    "log_sigmoid": log_sigmoid,
+    "celu": celu,
 }
 
 
