@@ -17,6 +17,7 @@ from dlcli import __version__
 from dlcli.cli import console
 from dlcli.cli.evaluate import evaluate
 from dlcli.cli.export import export
+from dlcli.cli.gradcheck import gradcheck
 from dlcli.cli.predict import predict
 from dlcli.cli.schema import schema
 from dlcli.cli.summary import summary
@@ -24,7 +25,8 @@ from dlcli.cli.train import train
 from dlcli.cli.validate import validate
 from dlcli.errors import DlcliError
 
-COMMANDS: list[click.Command] = [train, evaluate, export, predict, validate, summary, schema]
+COMMANDS: list[click.Command] = [train, evaluate, export, predict, validate, summary, schema,
+                                 gradcheck]
 
 
 class _Group(click.Group):
