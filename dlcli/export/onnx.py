@@ -36,6 +36,7 @@ from dlcli.nn.layers import (
     Layer,
     MaxPool2D,
 )
+from dlcli.nn.layers.augment import AUGMENTATIONS, RandomCrop
 from dlcli.nn.sequential import Sequential
 
 OPSET = 17
@@ -253,11 +254,26 @@ def _dropout(g: _Graph, layer: Dropout, bn: None) -> None:
     return None  # the identity at inference
 
 
+def _augmentation(g: _Graph, layer: Layer, bn: None) -> None:
+    return None  # augmentation is the identity at inference
+
+
+def _random_crop(g: _Graph, layer: RandomCrop, bn: None) -> None:
+    top, left = layer.offsets()  # the center window, as at inference
+    if (top, left) == (0, 0) and tuple(layer.input_shape[:2]) == (layer.height, layer.width):
+        return
+    axes = [2, 3] if g.nchw else [1, 2]
+    g.op("Slice", g.x, g.const("starts", np.array([top, left], np.int64)),
+         g.const("ends", np.array([top + layer.height, left + layer.width], np.int64)),
+         g.const("axes", np.array(axes, np.int64)), name=layer.name)
+
+
 Converter = Callable[[_Graph, Any, Any], None]
 CONVERTERS: dict[type[Layer], Converter] = {
     Dense: _dense, Conv2D: _conv2d, MaxPool2D: _pool, AvgPool2D: _pool,
     GlobalAveragePooling2D: _global_avg, Flatten: _flatten, BatchNorm: _batch_norm,
-    Activation: _activation_layer, Dropout: _dropout,
+    Activation: _activation_layer, Dropout: _dropout, RandomCrop: _random_crop,
+    **{cls: _augmentation for cls in AUGMENTATIONS if cls is not RandomCrop},
 }
 _FOLDS_BN = (Conv2D, Dense)
 
