@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dlcli.core import Tensor, ops
@@ -23,6 +23,7 @@ class LossSpec:
     name: str
     from_logits: bool = False
     delta: float = 1.0
+    label_smoothing: float = 0.0
 
     @classmethod
     def from_config(cls, loss: Any) -> LossSpec:
@@ -30,7 +31,28 @@ class LossSpec:
             return cls(ALIASES.get(loss, loss))
         d = loss if isinstance(loss, dict) else loss.model_dump()
         name = ALIASES.get(d["type"], d["type"])
-        return cls(name, bool(d.get("from_logits") or False), float(d.get("delta") or 1.0))
+        return cls(name, bool(d.get("from_logits") or False), float(d.get("delta") or 1.0),
+                   float(d.get("label_smoothing") or 0.0))
+
+    @property
+    def unsmoothed(self) -> LossSpec:
+        """The same loss without label smoothing (what `dlcli eval` reports beside it)."""
+        return replace(self, label_smoothing=0.0)
+
+    def _class_rows(self, y: Any, like: Tensor) -> Any:
+        """Targets for a softmax loss: y * (1 - e) + e / k over k classes (Keras's formula);
+        the labels as given when there is no smoothing."""
+        e = self.label_smoothing
+        if not e:
+            return y
+        t = ops.class_targets(y, like)
+        return t * (1.0 - e) + e / like.shape[-1]
+
+    def _binary_rows(self, y: Any, like: Tensor) -> Any:
+        """Targets for a sigmoid loss: y * (1 - e) + e / 2 (Keras's formula)."""
+        t = y.reshape(like.shape).astype(like.dtype)
+        e = self.label_smoothing
+        return t * (1.0 - e) + e / 2 if e else t
 
     @property
     def task(self) -> str:
@@ -54,27 +76,43 @@ class LossSpec:
 
     def __call__(self, model: Any, x: Tensor, y: Any, training: bool) -> tuple[Tensor, Any]:
         """Return (mean loss over the batch, model outputs as probabilities or values)."""
+        value, out, _ = self.compute(model, x, y, training)
+        return value, out
+
+    def compute(self, model: Any, x: Tensor, y: Any, training: bool,
+                plain: bool = False) -> tuple[Tensor, Any, Tensor | None]:
+        """(loss, outputs, the loss without label smoothing when `plain` and smoothing is on),
+        from one forward pass."""
         fused = self.fused_activation()
         last = getattr(model.layers[-1], "activation", None)
+        plain = plain and bool(self.label_smoothing)
         if fused is not None and (last == fused or (self.from_logits and last in (None, "linear"))):
-            logits = model.logits(x, training=training)
+            z = model.logits(x, training=training)
             if fused == "softmax":
-                return ops.softmax_cross_entropy(logits, y), ops.softmax(logits.detach()).data
-            yb = y.reshape(logits.shape).astype(logits.dtype)
-            return ops.sigmoid_binary_crossentropy(logits, yb), ops.sigmoid(logits.detach()).data
+                value = ops.softmax_cross_entropy(z, self._class_rows(y, z))
+                extra = ops.softmax_cross_entropy(z.detach(), y) if plain else None
+                return value, ops.softmax(z.detach()).data, extra
+            value = ops.sigmoid_binary_crossentropy(z, self._binary_rows(y, z))
+            extra = (ops.sigmoid_binary_crossentropy(z.detach(), self.unsmoothed._binary_rows(y, z))
+                     if plain else None)
+            return value, ops.sigmoid(z.detach()).data, extra
         out = model(x, training=training)
         if self.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
             xp = get_array_module(out.data)
             onehot = y if y.ndim == 2 else xp.eye(out.shape[-1], dtype=out.dtype)[y]
-            return ops.categorical_crossentropy(out, onehot), out.data
+            value = ops.categorical_crossentropy(out, self._class_rows(onehot, out))
+            extra = ops.categorical_crossentropy(out.detach(), onehot) if plain else None
+            return value, out.data, extra
         if self.binary:
-            return ops.binary_crossentropy(out, y.reshape(out.shape).astype(out.dtype)), out.data
+            value = ops.binary_crossentropy(out, self._binary_rows(y, out))
+            extra = (ops.binary_crossentropy(out.detach(), self.unsmoothed._binary_rows(y, out))
+                     if plain else None)
+            return value, out.data, extra
         target = y.reshape(out.shape).astype(out.dtype)
         if self.name == "mean_squared_error":
-            return ops.mean_squared_error(out, target), out.data
+            return ops.mean_squared_error(out, target), out.data, None
         if self.name == "mean_absolute_error":
-            return ops.mean_absolute_error(out, target), out.data
+            return ops.mean_absolute_error(out, target), out.data, None
         if self.name == "huber":
-            return ops.huber(out, target, delta=self.delta), out.data
+            return ops.huber(out, target, delta=self.delta), out.data, None
         raise ValueError(f"unknown loss {self.name!r}")
-

@@ -571,20 +571,29 @@ class Trainer:
 
 def evaluate_model(
     model: Sequential, loss: LossSpec, x: np.ndarray, y: np.ndarray, batch_size: int,
-    metrics: list[Any], n_classes: int,
+    metrics: list[Any], n_classes: int, unsmoothed: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Loss and metrics of `model` on (x, y) at inference, in batches; also the outputs."""
+    """Loss and metrics of `model` on (x, y) at inference, in batches; also the outputs.
+
+    unsmoothed: with label smoothing, also `unsmoothed_loss`, the loss on the true labels.
+    """
     xp = xp_for("gpu") if _on_gpu(model) else np
-    total, outputs = 0.0, []
+    total, plain_total, outputs = 0.0, 0.0, []
     with no_grad():
         reg = model.regularization_loss()
         for i in range(0, len(x), batch_size):
             xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
-            value, out = loss(model, Tensor(xb), yb, training=False)
+            value, out, plain = loss.compute(model, Tensor(xb), yb, training=False,
+                                             plain=unsmoothed)
             total += float(value.data) * len(xb)
+            if plain is not None:
+                plain_total += float(plain.data) * len(xb)
             outputs.append(to_numpy(out))
     y_out = np.concatenate(outputs)
-    logs = {"loss": total / len(x) + (0.0 if reg is None else float(reg.data))}
+    penalty = 0.0 if reg is None else float(reg.data)
+    logs = {"loss": total / len(x) + penalty}
+    if unsmoothed and loss.label_smoothing:
+        logs["unsmoothed_loss"] = plain_total / len(x) + penalty
     if metrics:
         logs.update(compute_metrics(metrics, y, y_out, loss.task, n_classes))
     return logs, y_out

@@ -41,6 +41,7 @@ from dlcli.core.ops.elementwise import (
 from dlcli.core.ops.losses import (
     binary_crossentropy,
     categorical_crossentropy,
+    class_targets,
     huber,
     mean_absolute_error,
     mean_squared_error,
@@ -54,7 +55,7 @@ from dlcli.core.ops.shape import flatten, getitem, matmul, reshape, transpose
 
 __all__ = [
     "celu", "exponential", "hard_sigmoid", "hard_silu", "log_sigmoid", "mish", "relu6", "silu",
-    "softsign",
+    "softsign", "class_targets",
     "abs_", "add", "avg_pool2d", "batch_norm", "binary_crossentropy", "categorical_crossentropy",
     "clip", "conv2d", "div", "dropout", "elu", "exp", "flatten", "gelu", "getitem",
     "global_avg_pool2d", "huber", "leaky_relu", "linear", "log", "log_softmax", "matmul", "max",

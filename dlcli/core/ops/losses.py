@@ -46,6 +46,11 @@ def _matched(y: Any, like: Tensor) -> Any:
     return t
 
 
+def class_targets(y: Any, like: Tensor) -> Any:
+    """Class rows (one-hot for integer labels) in the prediction's dtype; see _class_target."""
+    return _class_target(y, _as_tensor(like))
+
+
 def _class_target(y: Any, like: Tensor) -> Any:
     """One-hot/probability rows in the prediction's dtype, from class rows or integer labels.
 
