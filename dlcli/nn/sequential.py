@@ -54,6 +54,7 @@ class Sequential:
         shape: Shape = self.input_shape
         for i, layer in enumerate(self.layers):
             layer.params.clear()
+            layer._learnable.clear()
             layer.regularizers.clear()
             try:
                 shape = tuple(layer.build(shape, rng))

@@ -178,7 +178,11 @@ class Trainer:
         download_progress: Callable[[int, int | None], None] | None = None,
         resume: Checkpoint | None = None,
         resume_best: Checkpoint | None = None,
+        init_from: dict[str, Any] | None = None,
     ) -> None:
+        """Args beyond the config: init_from = {"checkpoint": PATH, "layers": [...] | None,
+        "strict": bool} starts from another run's weights (the config's model.init_from by
+        default); ignored when resuming."""
         self.cfg = cfg
         self.reporter = reporter or NullReporter()
         self.loss = LossSpec.from_config(cfg.loss)
@@ -186,14 +190,18 @@ class Trainer:
         if cfg.device == "cpu":
             tune_host_allocator()  # steps stop page-faulting their temporaries back in
             set_num_threads(None)  # big numpy passes and GEMMs on every core
+        self._notes: list[str] = []  # said in train.log once it is open
         # shapes are checked here, before any data is read; then the run directory is made
         # and probed, so an unwritable place fails before the data is loaded
         self.model: Sequential = build_model(cfg)
+        if init_from is None and getattr(cfg.model, "init_from", None) is not None:
+            init_from = cfg.model.init_from.model_dump()
+        if init_from is not None and resume is None:
+            self._init_from(init_from)
         self.model.to(self.xp)
         self.run_dir = make_run_dir(cfg, run_dir)
         self._stop_requested = False
         self._stop_signal: int = signal.SIGINT
-        self._notes: list[str] = []  # said in train.log once it is open
         try:
             self._prepare(data_dir, download_progress, resume, resume_best)
         except BaseException:
@@ -256,6 +264,16 @@ class Trainer:
                     "the best epoch is tracked anew from here")
                 self.best = Monitor(self.best.monitor, self.best.mode, self.best.min_delta)
                 self.best_epoch = None
+
+    def _init_from(self, spec: dict[str, Any]) -> None:
+        from dlcli.io.checkpoint import load_checkpoint
+        from dlcli.train.transfer import init_from
+
+        path = spec["checkpoint"]
+        report = init_from(self.model, load_checkpoint(path).weights, spec.get("layers"),
+                           bool(spec.get("strict")))
+        self._notes.append(report.summary(str(path)))
+        self._notes.extend(f"init_from: not taken: {p}" for p in report.problems)
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> TrainResult:

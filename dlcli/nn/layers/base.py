@@ -49,6 +49,8 @@ class Layer(abc.ABC):
         self.output_shape: Shape | None = None
         self.params: dict[str, Tensor] = {}  # trainable and non-trainable, in creation order
         self.regularizers: dict[str, Any] = {}  # weight name -> Regularizer
+        self._learnable: set[str] = set()  # weights learned by gradient when the layer trains
+        self._trainable = True
 
     # -- construction -------------------------------------------------------------------
     def add_weight(
@@ -63,8 +65,10 @@ class Layer(abc.ABC):
         from dlcli.nn.initializers import get_initializer
 
         value = get_initializer(initializer)(shape, rng).astype(np.float32)
-        w = Tensor(value, requires_grad=trainable, name=name)
+        w = Tensor(value, requires_grad=trainable and self._trainable, name=name)
         self.params[name] = w
+        if trainable:
+            self._learnable.add(name)
         if regularizer is not None:
             self.regularizers[name] = regularizer
         return w
@@ -87,6 +91,18 @@ class Layer(abc.ABC):
     def set_rng(self, rng: Any) -> None:
         """Give the layer the model's random generator; only layers that draw at call time care."""
         return None
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes the layer (Keras semantics): its weights get no gradient and are not
+        updated; a frozen BatchNorm normalizes with its moving statistics and keeps them."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for name in self._learnable:
+            self.params[name].requires_grad = self._trainable
 
     # -- facts ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

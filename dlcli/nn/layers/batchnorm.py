@@ -65,10 +65,11 @@ class BatchNorm(Layer):
 
     def call(self, x: Tensor, training: bool = False) -> Tensor:
         p = self.params
-        # the moving statistics are raw arrays that the op updates in place while training
+        # the moving statistics are raw arrays that the op updates in place while training;
+        # a frozen BatchNorm runs in inference mode and leaves them alone (as in Keras)
         return ops.batch_norm(
             x, p.get("gamma"), p.get("beta"), p["moving_mean"].data, p["moving_variance"].data,
-            training, momentum=self.momentum, epsilon=self.epsilon,
+            training and self.trainable, momentum=self.momentum, epsilon=self.epsilon,
         )
 
     def macs(self) -> int:
