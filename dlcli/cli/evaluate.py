@@ -12,18 +12,22 @@ from dlcli.train.evaluate import evaluate_checkpoint
 @click.argument("checkpoint", metavar="CHECKPOINT")
 @click.option("--data", type=click.Path(dir_okay=False),
               help="A data file (npz, npy, CSV, IDX) instead of the config's test split.")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="The labels (.npy or IDX) of a --data file that holds features only.")
 @click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test",
               show_default=True, help="Which split of the config's data to evaluate.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Inference batch size.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: str, data: str | None, split: str, data_dir: str | None,
-             batch_size: int | None, as_json: bool) -> None:
+def evaluate(checkpoint: str, data: str | None, labels: str | None, split: str,
+             data_dir: str | None, batch_size: int | None, as_json: bool) -> None:
     """Evaluate CHECKPOINT: loss, metrics, confusion matrix and per-class scores."""
     with console.download_progress() as progress:
-        report = evaluate_checkpoint(checkpoint, data=data, split=split, data_dir=data_dir,
-                                     batch_size=batch_size, progress=progress)
+        report = evaluate_checkpoint(checkpoint, data=data, split=split, labels=labels,
+                                     data_dir=data_dir, batch_size=batch_size, progress=progress)
+    for message in report.warnings:
+        console.warning(message)
     if as_json:
         console.print_json(report.to_json())
         return

@@ -9,17 +9,18 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dlcli.data.builtin import BUILTINS, load_builtin
 from dlcli.data.download import ProgressFn
-from dlcli.data.files import load_source
+from dlcli.data.files import FileData, read_source
 from dlcli.data.preprocess import (
     Preprocessor,
     check_finite,
+    check_float32_range,
     fit_input_shape,
     split_indices,
 )
@@ -74,6 +75,27 @@ class _Raw:
     class_names: list[str] | None
     task: str | None  # what the dataset itself is, when it says
     source: str
+    files: dict[str, FileData | None] = field(default_factory=dict)  # the file of each part
+    single: str | None = None  # one data file named in messages instead of "the train ..."
+
+    def subject(self, split: str, what: str) -> str:
+        """How messages name a part's labels or targets: "the test labels", "the labels in F"."""
+        return f"the {what} in {self.single}" if self.single else f"the {split} {what}"
+
+    def check_finite_labels(self, task: str) -> None:
+        """NaN/inf labels or targets (and targets beyond float32), reported at their row in
+        the file, before any split."""
+        what = "targets" if task == REGRESSION else "labels"
+        for split, part in self.parts.items():
+            if part is None:
+                continue
+            f = self.files.get(split)
+            name = "" if self.single else split
+            source = str(f.path) if f is not None else self.source
+            where = f.where if f is not None else None
+            check_finite(part[1], name, what, source=source, where=where)
+            if task == REGRESSION:  # class ids are checked as integers instead
+                check_float32_range(part[1], name, what, source=source, where=where)
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -125,6 +147,8 @@ def load_splits(
 
     raw = _load_raw(cfg, seed, data_dir, progress, val_split, test_split)
     task = _resolve_task(task, raw)
+    # Before splitting, so that a bad value is reported at its row of the file.
+    raw.check_finite_labels(task)
     class_names = _encode_labels(raw, task)
     parts = raw.parts
     x_train, y_train = parts["train"]
@@ -157,13 +181,12 @@ def load_splits(
             continue
         x, y = part
         if len(x) == 0:
-            raise DataError(f"the {split} split has no samples")
-        if task == REGRESSION:
-            check_finite(y, split, "targets")
+            raise DataError(f"the {split} split of {raw.source} has no samples")
         ready[split] = (_model_inputs(x, shape, split), y)
 
     preprocessor.fit(ready["train"][0])
-    out = {s: None if p is None else (preprocessor.apply(p[0]), p[1]) for s, p in ready.items()}
+    out = {s: None if p is None else (_normalized(preprocessor, p[0], s), p[1])
+           for s, p in ready.items()}
     (xt, yt), val, test = out["train"], out["validation"], out["test"]
     return Splits(
         x_train=xt,
@@ -178,6 +201,18 @@ def load_splits(
         n_classes=_n_classes(task, class_names, [p[1] for p in out.values() if p is not None]),
         source=raw.source,
     )
+
+
+def _normalized(preprocessor: Preprocessor, x: np.ndarray, split: str) -> np.ndarray:
+    """preprocessor.apply(x), refused when float32 overflows (values near its limit)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = preprocessor.apply(x)
+    if not np.isfinite(out).all():
+        raise DataError(
+            f"the {split} inputs overflow float32 after normalize: {preprocessor.mode} (their "
+            f"values come close to float32's limit, about 3.4e38); rescale them"
+        )
+    return out
 
 
 def _load_raw(
@@ -200,10 +235,12 @@ def _load_raw(
         raise DataError("data: set data.test (a file) or data.test_split, not both")
 
     if train is not None:
-        parts = {"train": load_source(train, "data.train")}
+        # read_source checks the inputs (numbers, finite) with the file's own row numbers.
+        files = {"train": read_source(train, "data.train")}
         for key, source in (("validation", validation), ("test", test)):
-            parts[key] = None if source is None else load_source(source, f"data.{key}")
-        return _Raw(parts, None, None, _describe(train))
+            files[key] = None if source is None else read_source(source, f"data.{key}")
+        parts = {k: None if f is None else (f.x, f.y) for k, f in files.items()}
+        return _Raw(parts, None, None, _describe(train), files)
 
     name = str(dataset).strip().lower().replace("-", "_")
     for key in ("validation", "test"):
@@ -217,7 +254,7 @@ def _load_raw(
             raise DataError(f"data.test_split: {name} has an official test split; leave it at 0")
         b = load_builtin(name, data_dir=data_dir, progress=progress)
         parts = {"train": (b.x_train, b.y_train), "validation": None, "test": (b.x_test, b.y_test)}
-        return _Raw(parts, b.class_names, CLASSIFICATION, f"{name} ({b.source})")
+        return _checked(_Raw(parts, b.class_names, CLASSIFICATION, f"{name} ({b.source})"))
     if name in SYNTHETIC:
         n_samples = int(_get(cfg, "n_samples", 1000))
         s = make_synthetic(
@@ -229,13 +266,22 @@ def _load_raw(
             n_features=_get(cfg, "n_features"),
         )
         parts = {"train": (s.x, s.y), "validation": None, "test": None}
-        return _Raw(parts, s.class_names, s.task, f"{name} (synthetic, {n_samples} samples)")
+        raw = _Raw(parts, s.class_names, s.task, f"{name} (synthetic, {n_samples} samples)")
+        return _checked(raw)
     close = difflib.get_close_matches(name, DATASETS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise DataError(
         f"data.dataset: unknown dataset {dataset!r}{hint} Known: {', '.join(DATASETS)}; "
         f"for your own files use data.train"
     )
+
+
+def _checked(raw: _Raw) -> _Raw:
+    """raw, once its inputs are known to be finite (files check theirs as they are read)."""
+    for split, part in raw.parts.items():
+        if part is not None:
+            check_finite(part[0], split, source=raw.source)
+    return raw
 
 
 def _describe(source: Any) -> str:
@@ -270,8 +316,8 @@ def _encode_labels(raw: _Raw, task: str) -> list[str] | None:
     text = y_train.dtype.kind in "USO"
     if task == REGRESSION and text:
         raise DataError(
-            f"the train targets are text (e.g. {str(y_train[0])!r}); a regression loss needs "
-            f"numbers, use a crossentropy loss for class labels"
+            f"{raw.subject('train', 'targets')} are text (e.g. {str(y_train[0])!r}); a "
+            f"regression loss needs numbers, use a crossentropy loss for class labels"
         )
     if task == CLASSIFICATION and text:
         class_names = sorted({str(v) for v in y_train.ravel()})
@@ -286,33 +332,49 @@ def _encode_labels(raw: _Raw, task: str) -> list[str] | None:
             y = y[:, 0]  # (N, 1) class ids, as some tools save them
         if task == REGRESSION:
             if y.dtype.kind not in "biuf":
-                raise DataError(f"the {split} targets are not numbers (dtype {y.dtype})")
+                what = raw.subject(split, "targets")
+                raise DataError(f"{what} are not numbers (dtype {y.dtype})")
             y = y.astype(np.float32).reshape(len(y), -1)
         elif text:
-            strings = y.astype(str)
-            unknown = sorted({str(v) for v in strings.ravel()} - set(index))
+            strings = _one_text_column(y, raw.subject(split, "labels")).astype(str)
+            unknown = sorted({str(v) for v in strings} - set(index))
             if unknown:
                 raise DataError(
-                    f"the {split} labels include {unknown[:5]} which the train labels do not "
-                    f"have (train classes: {class_names})"
+                    f"{raw.subject(split, 'labels')} include {unknown[:5]} which the train labels "
+                    f"do not have (train classes: {class_names})"
                 )
             y = np.array([index[s] for s in strings], dtype=np.int64)
         elif y.dtype.kind not in "biuf":
-            raise DataError(f"the {split} labels are not numbers (dtype {y.dtype})")
+            raise DataError(f"{raw.subject(split, 'labels')} are not numbers (dtype {y.dtype})")
         elif y.ndim == 2:
             y = y.astype(np.float32)  # one-hot or multi-label columns
         elif y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                bad = y[~np.isfinite(y) | (y != np.round(y))][0]
+            # Beyond 2**53 a float is no exact integer, and the cast to int64 would overflow.
+            y64 = y.astype(np.float64)  # float16 cannot even hold 2**53
+            wrong = ~np.isfinite(y64) | (y64 != np.round(y64)) | (np.abs(y64) >= 2.0**53)
+            if wrong.any():
+                bad = y[wrong][0]
                 raise DataError(
-                    f"the {split} labels must be integer class ids for a classification loss, "
-                    f"got {bad}; use a regression loss for continuous targets"
+                    f"{raw.subject(split, 'labels')} must be integer class ids for a "
+                    f"classification loss, got {bad}; use a regression loss for continuous targets"
                 )
             y = y.astype(np.int64)
         else:
             y = y.astype(np.int64)
         parts[split] = (x, y)
     return class_names
+
+
+def _one_text_column(y: np.ndarray, subject: str) -> np.ndarray:
+    """Text labels as (N,): one class name per sample."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim != 1:
+        raise DataError(
+            f"{subject} are text of shape {list(y.shape)}; text labels must be one class name "
+            f"per sample"
+        )
+    return y
 
 
 def _n_classes(task: str, class_names: list[str] | None, ys: list[np.ndarray]) -> int | None:
@@ -325,22 +387,34 @@ def _n_classes(task: str, class_names: list[str] | None, ys: list[np.ndarray]) -
     return int(max(int(y.max()) for y in ys)) + 1
 
 
-def check_labels(y: np.ndarray, n_outputs: int, loss_name: str, split: str = "train") -> None:
+def check_labels(
+    y: np.ndarray,
+    n_outputs: int,
+    loss_name: str,
+    split: str = "train",
+    *,
+    source: str | None = None,
+) -> None:
     """Check labels against the last layer's units for a loss; DataError saying what to change.
 
     Args:
         y: labels or targets of one split, as in Splits.
         n_outputs: units of the model's last layer.
         loss_name: the loss, e.g. "categorical_crossentropy", "binary_crossentropy", "mse".
-        split: named in messages.
+        split: named in messages ("the train labels").
+        source: a data file named in messages instead of the split ("the labels in F").
     """
     y = np.asarray(y)
     loss = loss_name.lower()
+
+    def the(what: str) -> str:
+        return f"the {what} in {source}" if source else f"the {split} {what}"
+
     if loss in _CROSSENTROPY:
         if y.ndim == 2:
             if y.shape[1] != n_outputs:
                 raise DataError(
-                    f"the {split} labels have {y.shape[1]} columns but the last layer has "
+                    f"{the('labels')} have {y.shape[1]} columns but the last layer has "
                     f"{n_outputs} units; {loss} needs one column per unit"
                 )
             return
@@ -349,11 +423,11 @@ def check_labels(y: np.ndarray, n_outputs: int, loss_name: str, split: str = "tr
                 f"{loss} needs a last layer with one unit per class (at least 2), got "
                 f"{n_outputs}; for two classes with one unit use binary_crossentropy"
             )
-        _integer_labels(y, split, loss)
+        _integer_labels(y, the("labels"), loss)
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= n_outputs:
             raise DataError(
-                f"the {split} labels go from {lo} to {hi}, but the last layer has {n_outputs} "
+                f"{the('labels')} go from {lo} to {hi}, but the last layer has {n_outputs} "
                 f"units, so {loss} needs labels in 0..{n_outputs - 1}"
                 + (f"; set the last layer's units to {hi + 1}" if lo >= 0 else "")
             )
@@ -363,7 +437,7 @@ def check_labels(y: np.ndarray, n_outputs: int, loss_name: str, split: str = "tr
         if cols != n_outputs:
             raise DataError(
                 f"binary_crossentropy needs one label column per output unit: the last layer "
-                f"has {n_outputs} units but the {split} labels have {cols} column(s)"
+                f"has {n_outputs} units but {the('labels')} have {cols} column(s)"
                 + (
                     "; for one label of several classes use categorical_crossentropy with softmax"
                     if y.ndim == 1 and n_outputs > 1
@@ -375,12 +449,12 @@ def check_labels(y: np.ndarray, n_outputs: int, loss_name: str, split: str = "tr
             bad = values[(values != 0) & (values != 1)]
             if bad.size:
                 raise DataError(
-                    f"binary_crossentropy needs {split} labels in {{0, 1}}, found "
+                    f"binary_crossentropy needs {the('labels')} in {{0, 1}}, found "
                     f"{bad[:5].tolist()}; for more than two classes use categorical_crossentropy"
                 )
         elif y.dtype.kind == "f" and (y.min() < 0 or y.max() > 1):
             raise DataError(
-                f"binary_crossentropy needs {split} labels between 0 and 1, found "
+                f"binary_crossentropy needs {the('labels')} between 0 and 1, found "
                 f"{float(y.min())} to {float(y.max())}"
             )
         return
@@ -389,15 +463,15 @@ def check_labels(y: np.ndarray, n_outputs: int, loss_name: str, split: str = "tr
     if cols != n_outputs:
         raise DataError(
             f"{loss} compares each output unit with a target column: the last layer has "
-            f"{n_outputs} units but the {split} targets have {cols} column(s)"
+            f"{n_outputs} units but {the('targets')} have {cols} column(s)"
         )
 
 
-def _integer_labels(y: np.ndarray, split: str, loss: str) -> None:
+def _integer_labels(y: np.ndarray, subject: str, loss: str) -> None:
     if y.dtype.kind in "biu":
         return
     if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-        raise DataError(f"{loss} needs integer class labels; the {split} labels are {y.dtype}")
+        raise DataError(f"{loss} needs integer class labels; {subject} are {y.dtype}")
 
 
 def prepare_data(
@@ -407,31 +481,50 @@ def prepare_data(
     task: str,
     class_names: list[str] | None = None,
     key: str = "--data",
+    labels_key: str = "--labels",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a data file for a trained model: its stored preprocessing and class names apply.
 
+    Args:
+        source: a path, or a dict with path and labels (for .npy/IDX features).
+        key, labels_key: how messages name the file and its labels file (CLI options).
     Raises:
-        DataError: unreadable file, wrong input shape, non-finite values, unknown labels.
+        DataError: unreadable file, wrong input shape, non-finite values, unknown labels, text
+            labels for a model that has no class names.
     """
-    x, y = load_source(source, key)
-    if task == CLASSIFICATION and y.dtype.kind in "USO" and class_names:
-        index = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted({str(v) for v in y.ravel()} - set(index))
+    f = read_source(source, key, labels_key=labels_key)
+    x, y = f.x, f.y
+    name = str(f.path)
+    raw = _Raw({"train": (x, y), "validation": None, "test": None}, class_names, None, name,
+               {"train": f}, single=name)
+    raw.check_finite_labels(task)
+    if task == CLASSIFICATION and y.dtype.kind in "USO":
+        if not class_names:
+            # Mapping text by sort order could silently pair labels with the wrong outputs.
+            raise DataError(
+                f"{key}: the labels in {name} are text (e.g. {str(y.ravel()[0])!r}) but the "
+                f"model has no class names (it was trained on numeric class ids); give the "
+                f"labels as the class ids (0, 1, ...) it was trained with"
+            )
+        y = _one_text_column(y, f"the labels in {name}")
+        index = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted({str(v) for v in y} - set(index))
         if unknown:
             raise DataError(
-                f"{key}: labels {unknown[:5]} are not classes of this model ({class_names})"
+                f"{key}: the labels in {name} include {unknown[:5]}, which are not classes of "
+                f"this model ({class_names})"
             )
-        y = np.array([index[str(v)] for v in y.ravel()], dtype=np.int64)
+        y = np.array([index[str(v)] for v in y], dtype=np.int64)
     else:
-        raw = _Raw({"train": (x, y), "validation": None, "test": None}, class_names, None, key)
         _encode_labels(raw, task)
         x, y = raw.parts["train"]
-    return preprocessor.apply(_model_inputs(x, tuple(int(d) for d in input_shape), key)), y
+    x = _model_inputs(x, tuple(int(d) for d in input_shape), name)
+    return _normalized(preprocessor, x, name), y
 
 
 def _model_inputs(x: np.ndarray, shape: tuple[int, ...], split: str) -> np.ndarray:
-    """Inputs checked (numbers, finite) and shaped as the model takes them."""
+    """Inputs checked (numbers) and shaped as the model takes them; finiteness is checked
+    when they are read, where rows can still be named by their place in the file."""
     if x.dtype.kind not in "biuf":
         raise DataError(f"the {split} inputs are not numbers (dtype {x.dtype})")
-    check_finite(x, split)
     return fit_input_shape(x, shape, split)

@@ -9,15 +9,20 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
+import tokenize
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from dlcli.data.idx import is_idx, read_bytes, read_idx
+from dlcli.data.preprocess import check_finite, check_float32_range
 from dlcli.errors import DataError
 
 
@@ -67,6 +72,20 @@ def file_kind(path: Path) -> str:
     return "idx" if is_idx(head) else "unknown"
 
 
+@dataclass
+class FileData:
+    """One file source as read: features, labels, and where each sample sits in the file."""
+
+    x: np.ndarray
+    y: np.ndarray
+    path: Path
+    lines: np.ndarray | None = None  # CSV: the file line of each sample; None: sample i is row i
+
+    def where(self, i: int) -> str:
+        """Where sample i is in the file, for messages: a CSV line or an array index."""
+        return f"line {int(self.lines[i])}" if self.lines is not None else f"index {i}"
+
+
 def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Read features and labels/targets of one split.
 
@@ -76,33 +95,58 @@ def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         x (N, ...) in the file's dtype, y (N,) or (N, k): numbers, or strings for CSV labels.
     Raises:
-        DataError: missing or unreadable file, missing labels, unknown format, N mismatch.
+        DataError: missing or unreadable file, missing labels, unknown format, N mismatch,
+            no samples, features that are not numbers or not finite.
+    """
+    data = read_source(source, key)
+    return data.x, data.y
+
+
+def read_source(source: Any, key: str, *, labels_key: str | None = None) -> FileData:
+    """Read one split like `load_source`, keeping the file's row of each sample for messages.
+
+    Args:
+        source: a path, FileSource or dict (see FileSpec).
+        key: names the source in messages: a config key ("data.train") or a CLI option
+            ("--data"). For "data.<split>" keys, messages about values name the split.
+        labels_key: the CLI option that gives the labels (e.g. "--labels"); None for a config
+            source, whose labels are `<key>.labels`.
+    Raises:
+        DataError: as load_source.
     """
     spec = file_spec(source)
     path = Path(spec.path).expanduser()
-    path_key = key if isinstance(source, str | os.PathLike) else f"{key}.path"
+    cli = labels_key is not None
+    path_key = key if cli or isinstance(source, str | os.PathLike) else f"{key}.path"
+    labels_key = labels_key or f"{key}.labels"
     if not path.is_file():
         raise DataError(f"{path_key}: file not found: {path}")
     kind = file_kind(path)
     if spec.labels is not None and kind in ("npz", "csv"):
         raise DataError(
-            f"{key}.labels: a {kind} file holds its own labels; labels applies to .npy and IDX"
+            f"{labels_key}: a {kind} file holds its own labels; labels applies to .npy and IDX"
         )
+    lines = None
     if kind == "npz":
-        x, y = _read_npz(path, spec, key)
+        x, y = _read_npz(path, spec, key, cli)
     elif kind == "csv":
-        x, y, _ = read_csv(path, target=spec.target, header=spec.header, key=path_key)
+        x, y, _, lines = _read_table(path, spec.target, spec.header, path_key)
     elif kind in ("npy", "idx"):
+        if spec.labels is None and cli:
+            raise DataError(
+                f"{path_key}: {path.name} holds features only; pass its labels file (.npy or "
+                f"IDX) with {labels_key} FILE"
+            )
         if spec.labels is None:
             raise DataError(
-                f"{key}.labels: {path.name} holds features only; set {key}.labels to the "
+                f"{labels_key}: {path.name} holds features only; set {labels_key} to its "
                 f"labels file (.npy or IDX)"
             )
         labels = Path(spec.labels).expanduser()
         if not labels.is_file():
-            raise DataError(f"{key}.labels: file not found: {labels}")
+            raise DataError(f"{labels_key}: file not found: {labels}")
         x = _read_array(path, kind, path_key)
-        y = _read_array(labels, file_kind(labels), f"{key}.labels")
+        y = _read_array(labels, file_kind(labels), labels_key)
     else:
         raise DataError(
             f"{path_key}: cannot tell the format of {path}: expected .npz, .npy (with labels), "
@@ -110,7 +154,26 @@ def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(x) != len(y):
         raise DataError(f"{key}: {len(x)} samples but {len(y)} labels in {path}")
-    return x, y
+    if len(x) == 0:
+        raise DataError(f"{path_key}: {path} holds no samples (shape {list(x.shape)})")
+    data = FileData(x, y, path, lines)
+    split = key.removeprefix("data.") if key.startswith("data.") else ""
+    _check_inputs(x, split, source=str(path), where=data.where)
+    return data
+
+
+def _check_inputs(
+    x: np.ndarray, split: str, *, source: str, where: Callable[[int], str] | None = None
+) -> None:
+    """DataError unless the inputs are numbers, finite, and within float32's range.
+
+    Done when data is read, before any split, so `where` can name the file's own rows.
+    """
+    subject = " ".join(w for w in ("the", split, "inputs") if w)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{subject} in {source} are not numbers (dtype {x.dtype})")
+    check_finite(x, split, source=source, where=where)
+    check_float32_range(x, split, source=source, where=where)
 
 
 def _read_array(path: Path, kind: str, key: str) -> np.ndarray:
@@ -122,28 +185,73 @@ def _read_array(path: Path, kind: str, key: str) -> np.ndarray:
     if kind != "npy":
         raise DataError(f"{key}: {path} is neither a .npy nor an IDX file")
     try:
+        with open(path, "rb") as f:
+            _check_npy(f, path.stat().st_size, f"{key}: cannot read {path}")
         a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except _NUMPY_READ_ERRORS as e:
         # allow_pickle=False: an object array (which needs pickle) is refused with ValueError.
-        raise DataError(f"{key}: cannot read {path}: {e}") from None
+        raise DataError(f"{key}: cannot read {path}: {_one_line(e)}") from None
     if a.ndim == 0:
         raise DataError(f"{key}: {path} holds a scalar, expected one row per sample")
     return a
 
 
-def _read_npz(path: Path, spec: FileSpec, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, spec: FileSpec, key: str, cli: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.files)
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
             for field, name in (("x_key", spec.x_key), ("y_key", spec.y_key)):
-                if name not in names:
-                    raise DataError(f"{key}.{field}: {path} has no array {name!r}; it has {names}")
+                if name not in members:
+                    where = key if cli else f"{key}.{field}"
+                    raise DataError(
+                        f"{where}: {path} has no array {name!r}; it has {sorted(members)}"
+                    )
+                with zf.open(members[name]) as f:
+                    _check_npy(f, members[name].file_size, f"{key}: cannot read {path} ({name})")
+        with np.load(path, allow_pickle=False) as z:
             x, y = z[spec.x_key], z[spec.y_key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{key}: cannot read {path}: {e}") from None
+    except (*_NUMPY_READ_ERRORS, zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError) as e:
+        # RuntimeError: zipfile's "encrypted" and (NotImplementedError) "unsupported version"
+        raise DataError(f"{key}: cannot read {path}: {_one_line(e)}") from None
     if x.ndim == 0 or y.ndim == 0:
         raise DataError(f"{key}: {path}: x and y must have one row per sample, got scalars")
     return x, y
+
+
+# What numpy, zipfile and zlib raise on a damaged .npy/.npz: a cut-off stream is EOFError, a bad
+# deflate stream zlib.error, a garbled header ValueError, or SyntaxError or TokenError from the
+# parsers numpy reads the header's dict with.
+_NUMPY_READ_ERRORS = (
+    OSError, ValueError, EOFError, zlib.error, SyntaxError, tokenize.TokenError, MemoryError
+)
+
+
+def _check_npy(f: IO[bytes], size: int, what: str) -> None:
+    """Read a .npy header and refuse object arrays and data shorter than the header says.
+
+    numpy allocates the whole array before reading, so a damaged header that claims a huge
+    shape would otherwise try to allocate it.
+    """
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        return  # newer versions: np.load checks them itself
+    if dtype.hasobject:
+        raise DataError(f"{what}: it holds Python objects (dtype {dtype}); dlcli reads numbers")
+    need = math.prod(shape) * dtype.itemsize
+    have = size - f.tell()
+    if need > have:
+        raise DataError(
+            f"{what}: truncated: the header says shape {list(shape)} of {dtype} ({need} bytes) "
+            f"but the file holds {have} bytes of data"
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _number(s: str) -> float | None:
@@ -172,17 +280,35 @@ def read_csv(
         x float64 (N, F); y int64 when all targets are integers, float64 when numbers,
         else str (class names); the column names (None without a header).
     """
-    p = Path(path)
+    x, y, columns, _ = _read_table(Path(path), target, header, key)
+    return x, y, columns
+
+
+def _read_table(
+    p: Path, target: str | int | None, header: bool | None, key: str
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, np.ndarray]:
+    """read_csv's work; also returns the file line each sample starts on."""
     delimiter = "\t" if p.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     try:
         text = read_bytes(p).decode("utf-8-sig")  # -sig: drop the BOM Excel writes
     except UnicodeDecodeError as e:
         raise DataError(f"{key}: {p} is not UTF-8 text ({e})") from None
-    rows = [
-        (i, r)
-        for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1)
-        if r and any(c.strip() for c in r)
-    ]
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1  # the line a record starts on: a quoted field may span several lines
+    try:
+        for r in reader:
+            if r and any(c.strip() for c in r):
+                rows.append((start, r))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        problem = str(e)
+        if "field limit" in problem:
+            problem = (
+                f"a field is longer than {csv.field_size_limit():,} characters; "
+                f"is this a CSV file?"
+            )
+        raise DataError(f"{key}: {p} line {reader.line_num}: {problem}") from None
     if not rows:
         raise DataError(f"{key}: {p} is empty")
     width = len(rows[0][1])
@@ -230,7 +356,8 @@ def read_csv(
             x[n, m] = v
         if t is not None:
             y_raw.append(row[t].strip())
-    return x, _parse_targets(y_raw), columns
+    lines = np.array([line for line, _ in body], dtype=np.int64)
+    return x, _parse_targets(y_raw), columns, lines
 
 
 def _parse_targets(values: list[str]) -> np.ndarray:
@@ -242,6 +369,7 @@ def _parse_targets(values: list[str]) -> np.ndarray:
     if (
         np.all(np.isfinite(y))
         and np.all(y == np.round(y))
+        and np.all(np.abs(y) < 2.0**53)  # beyond, float64 holds no exact integer (nor int64)
         and all("." not in v and "e" not in v.lower() for v in values)
     ):
         return y.astype(np.int64)

@@ -7,6 +7,7 @@ axis: per column for tables, per channel for channels-last images (as BatchNorm 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -162,21 +163,62 @@ def split_indices(
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def check_finite(a: np.ndarray, split: str, what: str = "inputs") -> None:
-    """DataError when a float array holds NaN or infinite values, saying where and how many."""
-    if a.dtype.kind not in "fc":
+def check_finite(
+    a: np.ndarray,
+    split: str,
+    what: str = "inputs",
+    *,
+    source: str | None = None,
+    where: Callable[[int], str] | None = None,
+) -> None:
+    """DataError when a float array holds NaN or infinite values, saying where and how many.
+
+    Args:
+        a: one row per sample.
+        split: names the data in the message ("train"; "" for none).
+        what: "inputs", "labels" or "targets".
+        source: the file (or dataset) the rows come from, named in the message.
+        where: where row i sits in that source ("line 12"); default "sample i".
+    """
+    if a.dtype.kind not in "fc" or len(a) == 0:
         return
     bad = ~np.isfinite(a)
     if not bad.any():
         return
     n_nan = int(np.isnan(a).sum())
     n_inf = int(bad.sum()) - n_nan
-    rows = int(bad.reshape(len(a), -1).any(axis=1).sum())
-    first = int(np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))[0])
+    bad_rows = np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))
+    first = int(bad_rows[0])
+    at = where(first) if where is not None else f"sample {first}"
+    subject = " ".join(w for w in ("the", split, what) if w)
+    of = f" of {source}" if source else ""
     raise DataError(
-        f"the {split} {what} hold {n_nan} NaN and {n_inf} infinite values in {rows} of "
-        f"{len(a)} samples (first at sample {first}); remove or fill them before training"
+        f"{subject} hold {n_nan} NaN and {n_inf} infinite values in {len(bad_rows)} of "
+        f"{len(a)} samples{of} (first at {at}); remove or fill them"
     )
+
+
+def check_float32_range(
+    a: np.ndarray,
+    split: str,
+    what: str = "inputs",
+    *,
+    source: str | None = None,
+    where: Callable[[int], str] | None = None,
+) -> None:
+    """DataError for finite values that float32 (what models compute in) cannot hold."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= 4 or len(a) == 0:
+        return
+    big = np.abs(a.reshape(len(a), -1)) > np.finfo(np.float32).max
+    rows = np.flatnonzero(big.any(axis=1))
+    if rows.size:
+        at = where(int(rows[0])) if where is not None else f"sample {int(rows[0])}"
+        subject = " ".join(w for w in ("the", split, what) if w)
+        of = f" of {source}" if source else ""
+        raise DataError(
+            f"{subject} hold values beyond float32's range (about 3.4e38) in {rows.size} of "
+            f"{len(a)} samples{of} (first at {at}); rescale them"
+        )
 
 
 def fit_input_shape(x: np.ndarray, input_shape: tuple[int, ...], split: str) -> np.ndarray:

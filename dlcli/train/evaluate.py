@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dlcli.core.backend import xp_for
-from dlcli.data import Preprocessor, load_splits, prepare_data
+from dlcli.data import Preprocessor, check_labels, load_splits, prepare_data
 from dlcli.errors import DataError
 from dlcli.io.checkpoint import load_checkpoint, resolve_path, restore_model
 from dlcli.train.losses import LossSpec
@@ -29,21 +30,38 @@ class EvalReport:
     class_names: list[str] | None = None
     confusion: np.ndarray | None = None
     per_class: list[dict[str, Any]] | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. a diverged model's outputs
 
     def to_json(self) -> dict[str, Any]:
+        """Plain Python values for strict JSON: NaN and infinity become None (null)."""
         out: dict[str, Any] = {"checkpoint": self.checkpoint, "data": self.data,
                                "samples": self.samples, **self.metrics}
         if self.confusion is not None:
             out["confusion_matrix"] = self.confusion.tolist()
             out["per_class"] = self.per_class
             out["class_names"] = self.class_names
-        return out
+        out["warnings"] = list(self.warnings)
+        return _plain(out)
+
+
+def _plain(obj: Any) -> Any:
+    """obj with numpy scalars as Python numbers and non-finite floats as None."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def evaluate_checkpoint(
     path: str | os.PathLike[str],
     data: str | None = None,
     split: str = "test",
+    labels: str | None = None,
     data_dir: str | None = None,
     batch_size: int | None = None,
     progress: Any = None,
@@ -54,6 +72,11 @@ def evaluate_checkpoint(
         path: the checkpoint (`runs/<run>/checkpoints/best`, with or without .npz).
         data: a data file (npz, npy, CSV, IDX) to use instead of the configured split.
         split: "test", "validation" or "train" of the configured data when `data` is None.
+        labels: the labels file (.npy or IDX) of a `data` file that holds features only.
+    Returns:
+        An EvalReport; `warnings` says when the model's outputs or metrics are not finite.
+    Raises:
+        DataError: data that cannot be read or does not fit the model.
     """
     ckpt = load_checkpoint(path)
     cfg, model = restore_model(ckpt)
@@ -63,8 +86,13 @@ def evaluate_checkpoint(
     class_names = meta.get("class_names")
     preprocessor = Preprocessor.from_dict(meta.get("preprocessing") or {"mode": "none"})
     shape = tuple(cfg.model.input_shape)
+    units = int(model.output_shape[-1])
+    if labels is not None and data is None:
+        raise DataError("--labels goes with --data (the labels of that file)")
     if data is not None:
-        x, y = prepare_data(data, shape, preprocessor, loss.task, class_names)
+        source = data if labels is None else {"path": data, "labels": labels}
+        x, y = prepare_data(source, shape, preprocessor, loss.task, class_names)
+        check_labels(y, units, loss.name, source=data)
         described = data
     else:
         splits = load_splits(cfg.data, cfg.seed, shape, data_dir=data_dir, progress=progress,
@@ -76,13 +104,26 @@ def evaluate_checkpoint(
                 f"the config of {path} has no {split} split; pass a data file with --data "
                 f"or choose --split train"
             )
+        check_labels(y, units, loss.name, split=split)
         described = f"{split} split of {splits.source}"
-    n_classes = loss.n_classes(int(model.output_shape[-1]))
-    logs, y_out = evaluate_model(model, loss, x, y, batch_size or cfg.data.batch_size,
-                                 list(cfg.metrics), n_classes)
-    report = EvalReport(str(resolve_path(path)), described, len(x), logs, loss.task, class_names)
-    if loss.task == "classification" and (y.ndim == 1 or loss.binary):
-        true, pred = true_labels(y, binary=loss.binary), predicted_labels(y_out)
-        report.confusion = confusion_matrix(true, pred, n_classes)
-        report.per_class = per_class_report(true, pred, n_classes, class_names)
+    n_classes = loss.n_classes(units)
+    report = EvalReport(str(resolve_path(path)), described, len(x), {}, loss.task, class_names)
+    # A diverged model overflows; that is reported once, as a warning, not by numpy per op.
+    with np.errstate(all="ignore"):
+        report.metrics, y_out = evaluate_model(model, loss, x, y,
+                                               batch_size or cfg.data.batch_size,
+                                               list(cfg.metrics), n_classes)
+        if loss.task == "classification" and (y.ndim == 1 or loss.binary):
+            true, pred = true_labels(y, binary=loss.binary), predicted_labels(y_out)
+            report.confusion = confusion_matrix(true, pred, n_classes)
+            report.per_class = per_class_report(true, pred, n_classes, class_names)
+    bad = ~np.isfinite(y_out.reshape(len(y_out), -1)).all(axis=1)
+    if bad.any():
+        report.warnings.append(
+            f"the model's outputs are not finite for {int(bad.sum()):,} of {len(bad):,} "
+            f"samples; the metrics are not meaningful (has training diverged?)"
+        )
+    elif not all(math.isfinite(v) for v in report.metrics.values()):
+        names = [k for k, v in report.metrics.items() if not math.isfinite(v)]
+        report.warnings.append(f"not finite: {', '.join(names)}")
     return report
