@@ -194,3 +194,15 @@ def test_json_output_is_strict(mlp, tmp_path: Path) -> None:
     text = out.read_text()
     assert "null" in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_csv_faults_are_one_line(mlp, tmp_path: Path) -> None:
+    ckpt, _ = mlp
+    (tmp_path / "huge.csv").write_text("1,2,3,4,5," + "9" * 200_000 + "\n")
+    (tmp_path / "nan.csv").write_text("1,2,3,4,5,6\n1,2,nan,4,5,6\n")
+    np.save(tmp_path / "big.npy", np.full((2, 6), 1e300))
+    for name, message in (("huge.csv", "huge.csv"), ("nan.csv", "NaN"),
+                          ("big.npy", "float32")):
+        result = CliRunner().invoke(main, ["predict", str(ckpt), str(tmp_path / name)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlcli.data.files import read_csv
 from dlcli.data.idx import read_bytes
-from dlcli.data.preprocess import check_finite
+from dlcli.data.preprocess import check_finite, check_float32_range
 from dlcli.errors import DataError
 from dlcli.extras import require
 
@@ -123,8 +123,14 @@ def _fit(a: np.ndarray, shape: tuple[int, ...], p: Path) -> np.ndarray:
                         f"{list(shape)} (array shape {list(a.shape)})")
     if len(a) == 0:
         raise DataError(f"{p}: holds no samples")
-    check_finite(a, str(p))
+    _check_values(a, p)
     return a
+
+
+def _check_values(a: np.ndarray, p: Path) -> None:
+    """Finite and within float32 (what the model computes in), naming the file's row."""
+    for check in (check_finite, check_float32_range):
+        check(a, "", source=str(p), where=lambda i: f"index {i}")
 
 
 def _read_table(p: Path, shape: tuple[int, ...], target: str | int | None) -> np.ndarray:
@@ -135,8 +141,11 @@ def _read_table(p: Path, shape: tuple[int, ...], target: str | int | None) -> np
         text = read_bytes(p).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: is not UTF-8 text ({e})") from None
-    first = next((r for r in csv.reader(io.StringIO(text), delimiter=delimiter)
-                  if r and any(c.strip() for c in r)), None)
+    try:
+        first = next((r for r in csv.reader(io.StringIO(text), delimiter=delimiter)
+                      if r and any(c.strip() for c in r)), None)
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{p}: is not a readable CSV table ({e})") from None
     if first is None:
         raise DataError(f"{p}: is empty")
     width = len(first)
@@ -148,7 +157,7 @@ def _read_table(p: Path, shape: tuple[int, ...], target: str | int | None) -> np
         raise DataError(f"{p}: has {width} columns but the model takes {n_features} features "
                         f"(or {n_features + 1} columns with the target)")
     x, _, _ = read_csv(p, target=use, key=str(p))
-    check_finite(x, str(p))
+    _check_values(x, p)
     return x.reshape(len(x), *shape)
 
 

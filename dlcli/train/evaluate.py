@@ -112,7 +112,7 @@ def evaluate_checkpoint(
     with np.errstate(all="ignore"):
         report.metrics, y_out = evaluate_model(model, loss, x, y,
                                                batch_size or cfg.data.batch_size,
-                                               list(cfg.metrics), n_classes)
+                                               list(cfg.metrics), n_classes, unsmoothed=True)
         if loss.task == "classification" and (y.ndim == 1 or loss.binary):
             true, pred = true_labels(y, binary=loss.binary), predicted_labels(y_out)
             report.confusion = confusion_matrix(true, pred, n_classes)
