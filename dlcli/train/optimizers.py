@@ -13,7 +13,8 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +33,12 @@ class Optimizer(abc.ABC):
             the update.
         clipnorm: clip each gradient to this L2 norm (each by its own norm, as Keras).
         clipvalue: clip each gradient elementwise to [-clipvalue, clipvalue].
+        global_clipnorm: clip all gradients together to this global L2 norm.
+        gradient_accumulation_steps: update every n steps with the mean of the n gradients
+            (Keras: the iteration count still advances every step).
+        use_ema: keep an exponential moving average of the weights, `average =
+            m * average + (1 - m) * weight` after each update (m = ema_momentum, 0 on the
+            first step); `averaged()` swaps it in for evaluation and checkpoints.
     """
 
     name: ClassVar[str] = "optimizer"
@@ -45,14 +52,19 @@ class Optimizer(abc.ABC):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.params = list(params)
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params[{i}] is a {type(p).__name__}, expected a Tensor")
-        if clipnorm is not None and clipvalue is not None:
-            raise ValueError("only one of clipnorm and clipvalue can be set")
-        for label, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+        if sum(v is not None for v in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("only one of clipnorm, clipvalue and global_clipnorm can be set")
+        for label, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                         ("global_clipnorm", global_clipnorm)):
             if v is not None and not v > 0:
                 raise ValueError(f"{label} must be > 0, got {v}")
         if weight_decay is not None and weight_decay < 0:
@@ -61,11 +73,25 @@ class Optimizer(abc.ABC):
         self.weight_decay = weight_decay
         self.clipnorm = clipnorm
         self.clipvalue = clipvalue
+        self.global_clipnorm = global_clipnorm
+        steps = gradient_accumulation_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 1):
+            raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {steps}")
+        self.accumulation = steps if steps and steps > 1 else None
+        if not 0.0 <= ema_momentum <= 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
+        self.use_ema, self.ema_momentum = bool(use_ema), float(ema_momentum)
         self.iterations = 0
         # slot name -> one array per parameter, e.g. self.slots["m"][3]
         self.slots: dict[str, list[Any]] = {}
-        for slot, init in self.slot_specs().items():
+        specs = dict(self.slot_specs())
+        if self.accumulation:
+            specs["accumulated"] = 0.0
+        for slot, init in specs.items():
             self.slots[slot] = [_full_like(p.data, init) for p in self.params]
+        if self.use_ema:
+            self.slots["average"] = [p.data.copy() for p in self.params]
         self._scratch: list[list[Any] | None] = [None] * len(self.params)
 
     # -- what subclasses define -----------------------------------------------------------
@@ -107,10 +133,26 @@ class Optimizer(abc.ABC):
         if not todo:  # Keras makes apply() a no-op when there are no gradients
             return
         t = self.iterations + 1
+        grads = {i: p.grad for i, p in todo}
+        if self.accumulation:
+            acc = self.slots["accumulated"]
+            if t % self.accumulation:  # not an update step: only add up (Keras)
+                for i, g in grads.items():
+                    acc[i] += g
+                self._update_average(todo)
+                self.iterations = t
+                return
+            # the update uses the mean of the accumulated and the current gradients
+            grads = {i: (g + acc[i]) / self.accumulation for i, g in grads.items()}
+            for i in grads:
+                acc[i][...] = 0
         lr = self._learning_rate
         self._begin_step(t)
+        scale = self._global_scale(grads) if self.global_clipnorm is not None else None
         for i, p in todo:
-            g = self._clip(p.grad, p.data)
+            g = self._clip(grads[i], p.data)
+            if scale is not None:
+                g = g * scale.astype(g.dtype)
             if self.weight_decay is not None:
                 # var - var*wd*lr, in place (the same value as Keras's assign)
                 p.data *= 1.0 - self.weight_decay * lr
@@ -119,7 +161,48 @@ class Optimizer(abc.ABC):
                 xp = get_array_module(p.data)
                 s = self._scratch[i] = [xp.empty_like(p.data) for _ in range(self.n_scratch)]
             self._update(i, p.data, g, lr, t, s)
+        self._update_average(todo)
         self.iterations = t
+
+    def _update_average(self, todo: list[tuple[int, Tensor]]) -> None:
+        """Keras moves the average on every step, accumulation steps included:
+        average = m * average + (1 - m) * weight, with m = 0 on the very first step."""
+        if not self.use_ema:
+            return
+        m = self.ema_momentum if self.iterations != 0 else 0.0
+        for i, p in todo:
+            avg = self.slots["average"][i]
+            avg *= m
+            avg += (1.0 - m) * p.data
+
+    def _global_scale(self, grads: dict[int, Any]) -> Any:
+        """global_clipnorm / max(global norm, global_clipnorm) over every gradient (Keras)."""
+        xp = get_array_module(next(iter(grads.values())))
+        sq = sum(xp.dot(g.reshape(-1), g.reshape(-1)) for g in grads.values())
+        norm = xp.sqrt(sq)
+        return self.global_clipnorm / xp.maximum(norm, self.global_clipnorm)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """With use_ema, the parameters hold their moving averages inside this block (for
+        evaluation and checkpoints) and their trained values again after it."""
+        if not self.use_ema:
+            yield
+            return
+        avg = self.slots["average"]
+        for i, p in enumerate(self.params):
+            p.data, avg[i] = avg[i], p.data
+        try:
+            yield
+        finally:
+            for i, p in enumerate(self.params):
+                p.data, avg[i] = avg[i], p.data
+
+    def finalize(self) -> None:
+        """Keras's finalize_variable_values: with use_ema, the weights become their averages."""
+        if self.use_ema:
+            for p, avg in zip(self.params, self.slots["average"], strict=True):
+                p.data[...] = avg
 
     def zero_grad(self) -> None:
         """Forget every parameter's gradient (the next backward starts from zero)."""
@@ -137,6 +220,11 @@ class Optimizer(abc.ABC):
         for slot, arrays in self.slots.items():
             for i, a in enumerate(arrays):
                 state[f"{slot}/{i}"] = to_numpy(a).copy()
+        if self.use_ema:
+            # checkpoints hold the averages as the model's weights; the trained values, which
+            # training continues from, are kept here
+            for i, p in enumerate(self.params):
+                state[f"trained/{i}"] = to_numpy(p.data).copy()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -162,6 +250,13 @@ class Optimizer(abc.ABC):
             for i, a in enumerate(arrays):
                 xp = get_array_module(a)
                 a[...] = xp.asarray(to_numpy(state[f"{slot}/{i}"]), dtype=a.dtype)
+        if self.use_ema:
+            for i, p in enumerate(self.params):
+                value = np.asarray(to_numpy(state[f"trained/{i}"]))
+                if value.shape != p.shape:
+                    raise ValueError(f"optimizer state 'trained/{i}' has shape {value.shape}, "
+                                     f"expected {tuple(p.shape)}")
+                p.data[...] = get_array_module(p.data).asarray(value, dtype=p.data.dtype)
         self.iterations = int(np.asarray(to_numpy(state["iterations"])))
         self.learning_rate = float(np.asarray(to_numpy(state["learning_rate"])))
         extra = {k: float(np.asarray(to_numpy(state[k]))) for k in self._extra_state()}
@@ -171,6 +266,8 @@ class Optimizer(abc.ABC):
         """The keys `state_dict()` produces."""
         keys = ["iterations", "learning_rate", *self._extra_state()]
         keys += [f"{slot}/{i}" for slot in self.slots for i in range(len(self.params))]
+        if self.use_ema:
+            keys += [f"trained/{i}" for i in range(len(self.params))]
         return keys
 
     def __repr__(self) -> str:
@@ -216,12 +313,17 @@ class SGD(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be a float in [0, 1], got {momentum}")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         return {"momentum": 0.0} if self.momentum != 0 else {}
@@ -262,12 +364,17 @@ class RMSprop(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.rho = float(rho)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.centered = bool(centered)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         specs = {"velocity": 0.0}
@@ -320,10 +427,15 @@ class Adagrad(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.epsilon = float(epsilon)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         return {"accumulator": self.initial_accumulator_value}
@@ -358,10 +470,15 @@ class Adadelta(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.rho = float(rho)
         self.epsilon = float(epsilon)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         return {"accumulated_grad": 0.0, "accumulated_delta_var": 0.0}
@@ -404,12 +521,17 @@ class Adam(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.amsgrad = bool(amsgrad)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         specs = {"m": 0.0, "v": 0.0}
@@ -456,12 +578,19 @@ class AdamW(Adam):
         amsgrad: bool = False,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         if weight_decay is None:
             raise ValueError("adamw needs a float weight_decay, got None")
         super().__init__(
             params, learning_rate, beta_1, beta_2, epsilon, amsgrad,
             weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            gradient_accumulation_steps=gradient_accumulation_steps, use_ema=use_ema,
+            ema_momentum=ema_momentum,
         )
 
 
@@ -483,11 +612,16 @@ class Adamax(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         return {"m": 0.0, "u": 0.0}
@@ -527,12 +661,17 @@ class Nadam(Optimizer):
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
     ) -> None:
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.u_product = 1.0  # prod of u_1..u_t, advanced once per step before the updates
-        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue)
+        super().__init__(params, learning_rate, weight_decay, clipnorm, clipvalue,
+                         global_clipnorm, gradient_accumulation_steps, use_ema, ema_momentum)
 
     def slot_specs(self) -> dict[str, float]:
         return {"m": 0.0, "v": 0.0}

@@ -304,6 +304,7 @@ class Trainer:
             raise
         finally:
             self._restore_signals(previous)
+        self.optimizer.finalize()  # with use_ema the model keeps the averages (Keras)
         if self.early and self.early.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
             self._log(
@@ -345,7 +346,8 @@ class Trainer:
             self.reporter.epoch_end(epoch, self.epochs, logs)
             if self.best.improved(self.best.value(logs)):
                 self.best_epoch = epoch
-                self.best_weights = self.model.get_weights()
+                with self.optimizer.averaged():
+                    self.best_weights = self.model.get_weights()
                 self._save("best", epoch + 1)
             self.schedule.on_epoch_end(epoch, logs)
             stop = self.early.on_epoch_end(epoch, logs) if self.early else False
@@ -435,9 +437,11 @@ class Trainer:
         return compute_metrics(self.metrics, y_true, y_out, self.loss.task, self.n_classes)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Loss (data loss plus regularization, as in training) and metrics at inference."""
-        logs, _ = evaluate_model(self.model, self.loss, x, y, self.cfg.data.batch_size,
-                                 self.metrics, self.n_classes)
+        """Loss (data loss plus regularization, as in training) and metrics at inference
+        (with the moving averages of the weights when the optimizer keeps them)."""
+        with self.optimizer.averaged():
+            logs, _ = evaluate_model(self.model, self.loss, x, y, self.cfg.data.batch_size,
+                                     self.metrics, self.n_classes)
         return logs
 
     # -- persistence ----------------------------------------------------------------------
@@ -463,10 +467,13 @@ class Trainer:
         if interrupted and self.position is not None:
             meta["position"] = self.position.meta()
             state = self.position.arrays()
+        optimizer = self.optimizer.state_dict()  # with use_ema: the trained values too
+        with self.optimizer.averaged():  # what evaluation and export use
+            weights = self.model.get_weights()
         return Checkpoint(
             config=self.cfg.model_dump(mode="json"),
-            weights=self.model.get_weights(),
-            optimizer=self.optimizer.state_dict(),
+            weights=weights,
+            optimizer=optimizer,
             meta=meta,
             state=state,
         )
