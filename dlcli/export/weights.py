@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from dlcli.errors import CheckpointError
 from dlcli.extras import require
+from dlcli.io.checkpoint import MAX_BYTES
 
 WEIGHTS_FORMAT = "dlcli-weights"
 NPZ_META = "__metadata__"
@@ -48,8 +51,10 @@ def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarra
         CheckpointError: not such a file, or unreadable.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise CheckpointError(f"no weights file at {path}")
+    if not p.is_file() or not stat.S_ISREG(os.stat(p).st_mode):
+        raise CheckpointError(f"{p} is not a regular file; give a weights file")
     if p.suffix == ".safetensors":
         st = require("safetensors", "export", "reading safetensors files")
         try:
@@ -66,9 +71,14 @@ def load_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarra
                 meta[k] = v
     else:
         try:
+            with zipfile.ZipFile(p) as z:  # the directory's sizes bound what np.load inflates
+                declared = sum(i.file_size for i in z.infolist())
+            if declared > MAX_BYTES:
+                raise CheckpointError(f"{p} declares {declared:,} bytes of arrays, more than a "
+                                      f"weights file may hold ({MAX_BYTES:,})")
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise CheckpointError(f"{p} is not a readable npz file: {e}") from e
         if NPZ_META not in arrays:
             raise CheckpointError(f"{p} is not a dlcli weights file (no {NPZ_META})")

@@ -179,6 +179,8 @@ def _weights_file(path: str | os.PathLike[str]) -> Any:
     from dlcli.io.checkpoint import Checkpoint
 
     p = Path(path)
+    if not p.is_file():  # missing, a folder, a FIFO: load_checkpoint says what is wrong
+        return None
     if p.suffix == ".npz":
         try:
             with zipfile.ZipFile(p) as z:
