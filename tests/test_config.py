@@ -316,10 +316,10 @@ def test_parse_key(key: str, parts: list[str | int] | None) -> None:
 def test_overrides() -> None:
     cfg = load(MINIMAL, "optimizer.learning_rate=0.01", "model.layers[0].units=3",
                "model.layers[-1].activation=softmax", "training.early_stopping.monitor=loss",
-               "metrics=[accuracy, f1]", "name=run one", "model.input_shape=[3]")
+               "metrics=[accuracy, f1]", "name=run-one", "model.input_shape=[3]")
     assert cfg.optimizer.learning_rate == 0.01 and cfg.model.layers[0].units == 3
     assert cfg.model.layers[0].activation == "softmax" and cfg.metrics == ["accuracy", "f1"]
-    assert cfg.training.early_stopping.monitor == "loss" and cfg.name == "run one"
+    assert cfg.training.early_stopping.monitor == "loss" and cfg.name == "run-one"
     assert cfg.model.input_shape == [3]
     # learning_rate replaces an lr written in the file, and the other way round
     text = MINIMAL + "optimizer: {type: sgd, lr: 0.5}\n"
@@ -361,7 +361,7 @@ def test_layer_fields_are_constructor_arguments() -> None:
 
     for model in set(LAYER_CONFIGS.values()):
         params = inspect.signature(LAYERS[model.layer_type].__init__).parameters
-        fields = set(model.model_fields) - {"type"}
+        fields = set(model.model_fields) - {"type", "trainable"}  # trainable: set after
         assert fields == set(params) - {"self"}, model.layer_type
 
 

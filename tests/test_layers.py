@@ -282,7 +282,9 @@ def test_config_round_trip(layer: Layer, shape: tuple[int, ...]) -> None:
 
 def test_layers_registry() -> None:
     assert set(LAYERS) == {"Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAveragePooling2D",
-                           "Dropout", "BatchNorm", "Flatten", "Activation"}
+                           "Dropout", "BatchNorm", "Flatten", "Activation", "RandomFlip",
+                           "RandomTranslation", "RandomRotation", "RandomZoom", "RandomCrop",
+                           "RandomContrast", "RandomBrightness", "GaussianNoise", "Residual"}
     assert all(issubclass(cls, Layer) and cls.__name__ == key for key, cls in LAYERS.items())
 
 
@@ -462,7 +464,7 @@ def test_summary_rows_and_macs() -> None:
     rows = cnn().build(0).summary_rows()
     assert rows[0] == {"name": "conv2d", "type": "Conv2D", "output_shape": (28, 28, 32),
                        "params": 320, "trainable_params": 320, "macs": 28 * 28 * 9 * 32,
-                       "activation_bytes": 4 * 28 * 28 * 32}
+                       "activation_bytes": 4 * 28 * 28 * 32, "depth": 0}
     assert rows[1]["trainable_params"] == 64 and rows[1]["macs"] == 28 * 28 * 32
     assert rows[2]["name"] == "max_pooling2d" and rows[2]["macs"] == 14 * 14 * 32 * 4
     assert rows[3]["macs"] == 14 * 14 * 9 * 32 * 64

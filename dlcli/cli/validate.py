@@ -1,4 +1,4 @@
-"""`dlcli validate CONFIG`: check a config and build its model without touching any data."""
+"""`dlcli validate CONFIG`: check a config and its model's shapes without touching any data."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import click
 
 from dlcli.cli import console
 from dlcli.cli.options import config_argument, set_option
-from dlcli.config import load_config
-from dlcli.nn.from_config import build_model
 
 
 @click.command()
@@ -17,10 +15,15 @@ from dlcli.nn.from_config import build_model
 @set_option
 def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG: every key, every value and every layer's shapes."""
-    cfg = load_config(config, overrides)
-    model = build_model(cfg)
-    n = len(model.layers)
+    from dlcli.config import load_config
+    from dlcli.nn.from_config import model_issues, plan_model
+
+    # shape errors come with the schema's; the model is planned, never built, so a model too
+    # large for memory is refused without allocating it
+    cfg = load_config(config, overrides, model_check=model_issues)
+    plan = plan_model(cfg.model, cfg.data.batch_size)
+    n = len(plan.layers)
     console.success(
         f"{os.path.basename(config)} is valid: {n} layer{'s' if n != 1 else ''}, "
-        f"{model.count_params():,} parameters"
+        f"{plan.count_params():,} parameters"
     )

@@ -63,8 +63,13 @@ class ConfigIssue:
         return text
 
 
+# A mutated or generated file can have thousands of problems; past this many the rest of the
+# list only hides the first ones, which are the ones to fix first anyway.
+MAX_SHOWN_ISSUES = 50
+
+
 class ConfigError(DlcliError):
-    """A config that cannot be used; str() lists every issue, one per line."""
+    """A config that cannot be used; str() lists every issue, one per line (the first 50)."""
 
     def __init__(self, issues: Sequence[ConfigIssue], filename: str | None = None) -> None:
         self.issues = list(issues)
@@ -76,7 +81,10 @@ class ConfigError(DlcliError):
         if len(lines) == 1:
             return lines[0]
         head = f"{self.filename or 'config'}: {len(lines)} errors"
-        return "\n".join([head, *(f"  {line}" for line in lines)])
+        shown = [f"  {line}" for line in lines[:MAX_SHOWN_ISSUES]]
+        if len(lines) > MAX_SHOWN_ISSUES:
+            shown.append(f"  ... and {len(lines) - MAX_SHOWN_ISSUES} more")
+        return "\n".join([head, *shown])
 
     def __str__(self) -> str:
         return self.render()

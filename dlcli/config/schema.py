@@ -36,38 +36,53 @@ from dlcli.config.errors import Loc, SourceMap, closest
 # -- scalar types -------------------------------------------------------------------------------
 # Strict ints and bools: YAML already types its scalars, so "units: '128'" or "units: yes" is a
 # mistake worth reporting rather than coercing. Strict floats still accept ints (lr: 1).
-StrictInt = Annotated[int, Field(strict=True)]
-PositiveInt = Annotated[int, Field(strict=True, ge=1)]
-NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
-StrictFloat = Annotated[float, Field(strict=True)]
-PositiveFloat = Annotated[float, Field(strict=True, gt=0)]
-NonNegativeFloat = Annotated[float, Field(strict=True, ge=0)]
+# Upper bounds where Keras has none but the machine does: a size (units, filters, an axis, a
+# batch, a count of epochs) fits the signed 32-bit int that BLAS and array code index with, and
+# a seed fits int64. Whether the weights fit in memory is checked from the shapes (nn.from_config).
+# Floats are finite: inf or nan in a setting is always a mistake, and it would show up only as a
+# nan loss many epochs later.
+MAX_SIZE = 2**31 - 1
+MAX_SEED = 2**63 - 1
+StrictInt = Annotated[int, Field(strict=True, ge=-MAX_SIZE, le=MAX_SIZE)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1, le=MAX_SIZE)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(strict=True, ge=0, lt=1)]  # [0, 1)
 LayerName = Annotated[str, Field(min_length=1, pattern=r"^[^/]+$")]
+# the run directory is runs/<name>-<timestamp>: no separators, no leading dot, a sane length
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+NAME_RULE = "a letter or digit, then at most 99 letters, digits, '.', '_' or '-'"
+ConfigName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _int_or_pair(value: Any) -> int | tuple[int, int]:
     def positive(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
 
     if positive(value):
         return value
     if isinstance(value, list | tuple) and len(value) == 2 and all(positive(v) for v in value):
         return (value[0], value[1])
     raise PydanticCustomError(
-        "int_or_pair", "expected a positive int or a pair [height, width] of positive ints"
+        "int_or_pair", "expected a positive int or a pair [height, width] of positive ints "
+        f"(at most {MAX_SIZE})"
     )
 
 
 # One validator instead of `int | tuple[int, int]` so a bad value gives one clear error, not one
 # per union member; the JSON Schema still shows both forms.
+_Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
 IntOrPair = Annotated[
-    Any, PlainValidator(_int_or_pair, json_schema_input_type=int | tuple[int, int])
+    Any, PlainValidator(_int_or_pair, json_schema_input_type=_Size | tuple[_Size, _Size])
 ]
 
 ActivationName = Literal[
     "linear", "relu", "leaky_relu", "elu", "selu", "gelu", "sigmoid", "tanh", "softplus",
-    "softmax", "log_softmax",
+    "softmax", "log_softmax", "silu", "swish", "mish", "relu6", "hard_sigmoid", "hard_silu",
+    "hard_swish", "softsign", "exponential", "log_sigmoid", "celu",
 ]  # fmt: skip
 InitializerName = Literal[
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
@@ -106,10 +121,15 @@ class LayerConfigBase(StrictModel):
     name: LayerName | None = Field(
         None, description="Layer name; unique, Keras-style default (dense, dense_1, ...)"
     )
+    trainable: StrictBool = Field(
+        True, description="false freezes the layer: no updates; a BatchNorm keeps its statistics"
+    )
 
     def layer_kwargs(self) -> dict[str, Any]:
-        """The constructor arguments of dlcli.nn.layers.LAYERS[layer_type]."""
-        kwargs = {k: getattr(self, k) for k in type(self).model_fields if k != "type"}
+        """The constructor arguments of dlcli.nn.layers.LAYERS[layer_type] (trainable is set on
+        the layer after it is made, as in Keras)."""
+        kwargs = {k: getattr(self, k) for k in type(self).model_fields
+                  if k not in ("type", "trainable")}
         for k, v in kwargs.items():
             if isinstance(v, RegularizerConfig):
                 kwargs[k] = v.model_dump()
@@ -177,7 +197,7 @@ class DropoutConfig(LayerConfigBase):
     layer_type: ClassVar[str] = "Dropout"
     type: Literal["Dropout"]
     rate: Fraction = Field(description="Fraction of inputs to drop, in [0, 1)")
-    seed: NonNegativeInt | None = Field(None, description="Own seed (default: the model's stream)")
+    seed: Seed | None = Field(None, description="Own seed (default: the model's stream)")
 
 
 class BatchNormConfig(LayerConfigBase):
@@ -210,15 +230,119 @@ class ActivationConfig(LayerConfigBase):
     activation: ActivationName
 
 
+# -- augmentation (Keras's preprocessing layers): active only while training -------------------
+FactorRange = float | tuple[float, float]
+FillMode = Literal["reflect", "wrap", "nearest", "constant"]
+Interpolation = Literal["bilinear", "nearest"]
+
+
+class _AugmentConfig(LayerConfigBase):
+    seed: Seed | None = Field(None, description="Own seed (default: the model's stream)")
+
+
+class _AffineConfig(_AugmentConfig):
+    fill_mode: FillMode = Field("reflect", description="How points outside the image are filled")
+    interpolation: Interpolation = "bilinear"
+    fill_value: float = Field(0.0, description="The value for fill_mode: constant")
+
+
+class RandomFlipConfig(_AugmentConfig):
+    """Flip images left-right and/or upside down, each with probability 1/2."""
+
+    layer_type: ClassVar[str] = "RandomFlip"
+    type: Literal["RandomFlip"]
+    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal_and_vertical"
+
+
+class RandomTranslationConfig(_AffineConfig):
+    """Shift images by a random fraction of their height and width."""
+
+    layer_type: ClassVar[str] = "RandomTranslation"
+    type: Literal["RandomTranslation"]
+    height_factor: FactorRange = Field(description="f for [-f, f], or [lower, upper]")
+    width_factor: FactorRange = Field(description="f for [-f, f], or [lower, upper]")
+
+
+class RandomRotationConfig(_AffineConfig):
+    """Rotate images by a random fraction of a full turn."""
+
+    layer_type: ClassVar[str] = "RandomRotation"
+    type: Literal["RandomRotation"]
+    factor: FactorRange = Field(description="f for [-f, f] of 2 pi, or [lower, upper]")
+
+
+class RandomZoomConfig(_AffineConfig):
+    """Zoom images out (positive factors) or in (negative) about their center."""
+
+    layer_type: ClassVar[str] = "RandomZoom"
+    type: Literal["RandomZoom"]
+    height_factor: FactorRange = Field(description="f for [-f, f], or [lower, upper]")
+    width_factor: FactorRange | None = Field(None, description="Default: keep the aspect ratio")
+
+
+class RandomCropConfig(_AugmentConfig):
+    """A random height x width window while training, the center one otherwise."""
+
+    layer_type: ClassVar[str] = "RandomCrop"
+    type: Literal["RandomCrop"]
+    height: PositiveInt
+    width: PositiveInt
+
+
+class RandomContrastConfig(_AugmentConfig):
+    """Scale each image's spread about its mean by a factor in [1 - lower, 1 + upper]."""
+
+    layer_type: ClassVar[str] = "RandomContrast"
+    type: Literal["RandomContrast"]
+    factor: FactorRange
+    value_range: tuple[float, float] = Field((0, 255), description="Outputs are clipped to it")
+
+
+class RandomBrightnessConfig(_AugmentConfig):
+    """Add a random fraction of the value range to each image."""
+
+    layer_type: ClassVar[str] = "RandomBrightness"
+    type: Literal["RandomBrightness"]
+    factor: FactorRange
+    value_range: tuple[float, float] = Field((0, 255), description="Outputs are clipped to it")
+
+
+class GaussianNoiseConfig(_AugmentConfig):
+    """Add zero-mean normal noise while training."""
+
+    layer_type: ClassVar[str] = "GaussianNoise"
+    type: Literal["GaussianNoise"]
+    stddev: NonNegativeFloat
+
+
+class ResidualConfig(LayerConfigBase):
+    """A block with a skip connection: activation(F(x) + shortcut(x)); blocks may nest."""
+
+    layer_type: ClassVar[str] = "Residual"
+    type: Literal["Residual"]
+    layers: Annotated[list[LayerConfig], Field(min_length=1)]  # noqa: F821 (defined below)
+    shortcut: Literal["identity", "projection"] = Field(
+        "identity", description="identity: x itself; projection: a 1x1 Conv2D or a Dense")
+    activation: ActivationName | None = Field(None, description="Applied to the sum")
+
+    def layer_kwargs(self) -> dict[str, Any]:
+        kwargs = super().layer_kwargs()
+        kwargs["layers"] = list(self.layers)  # configs: dlcli.nn.from_config makes the layers
+        return kwargs
+
+
 _LAYER_MODELS = (
     DenseConfig, Conv2DConfig, MaxPool2DConfig, AvgPool2DConfig, GlobalAveragePooling2DConfig,
-    DropoutConfig, BatchNormConfig, FlattenConfig, ActivationConfig,
+    DropoutConfig, BatchNormConfig, FlattenConfig, ActivationConfig, RandomFlipConfig,
+    RandomTranslationConfig, RandomRotationConfig, RandomZoomConfig, RandomCropConfig,
+    RandomContrastConfig, RandomBrightnessConfig, GaussianNoiseConfig, ResidualConfig,
 )  # fmt: skip
 LayerConfig = Annotated[Union[_LAYER_MODELS], Field(discriminator="type")]  # noqa: UP007
 # every accepted `type` (aliases included) -> its config model
 LAYER_CONFIGS: dict[str, type[LayerConfigBase]] = {
     name: m for m in _LAYER_MODELS for name in get_args(m.model_fields["type"].annotation)
 }
+ResidualConfig.model_rebuild()  # its layers are the union defined just above
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -267,7 +391,7 @@ class DataConfig(StrictModel):
     )
     n_samples: PositiveInt = Field(1000, description="Synthetic datasets: number of samples")
     noise: NonNegativeFloat = Field(0.1, description="Synthetic datasets: noise level")
-    n_classes: Annotated[int, Field(strict=True, ge=2)] | None = Field(
+    n_classes: Annotated[int, Field(strict=True, ge=2, le=MAX_SIZE)] | None = Field(
         None, description="Synthetic datasets: number of classes"
     )
     n_features: PositiveInt | None = Field(None, description="Synthetic datasets: input features")
@@ -292,10 +416,25 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """A Sequential model: the per-sample input shape and the layers in order."""
 
-    input_shape: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
+    # numpy arrays have at most 32 axes (numpy 1.x), one of which is the batch
+    input_shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=31)] = Field(
         description="Shape of one sample, channels last, without the batch axis, e.g. [28, 28, 1]"
     )
     layers: Annotated[list[LayerConfig], Field(min_length=1)]
+    init_from: InitFromConfig | None = Field(
+        None, description="Start from another run's weights (transfer learning)")
+
+
+class InitFromConfig(StrictModel):
+    """Weights to start from: layers matched by name and weight shapes."""
+
+    checkpoint: str = Field(description="A dlcli checkpoint, e.g. runs/<run>/checkpoints/best")
+    layers: list[LayerName] | None = Field(
+        None, description="Layers to take (default: every layer whose name and shapes match)")
+    strict: StrictBool = Field(False, description="A layer that cannot be taken is an error")
+
+
+ModelConfig.model_rebuild()
 
 
 # -- loss and metrics ---------------------------------------------------------------------------
@@ -321,9 +460,14 @@ class LossConfig(StrictModel):
     from_logits: StrictBool = Field(
         False, description="The model outputs logits, not probabilities"
     )
+    label_smoothing: Annotated[float, Field(strict=False, ge=0, le=1, allow_inf_nan=False)] = Field(
+        0.0, description="Cross-entropy targets become y * (1 - e) + e / classes")
 
     @model_validator(mode="after")
     def _delta(self) -> LossConfig:
+        if self.label_smoothing and "crossentropy" not in self.type:
+            raise ValueError(f"label_smoothing is an option of the cross-entropy losses, not of "
+                             f"{self.type}")
         if self.type == "huber":
             if self.delta is None:
                 self.delta = 1.0
@@ -365,7 +509,8 @@ MetricSpec = Annotated[
 # -- optimizers ---------------------------------------------------------------------------------
 def _learning_rate(default: float) -> Any:
     return Field(
-        default, gt=0, strict=True, validation_alias=AliasChoices("learning_rate", "lr"),
+        default, gt=0, strict=True, allow_inf_nan=False,
+        validation_alias=AliasChoices("learning_rate", "lr"),
         description="Step size (`lr` is accepted too)",
     )
 
@@ -376,6 +521,13 @@ class OptimizerConfigBase(StrictModel):
     weight_decay: NonNegativeFloat | None = Field(None, description="Decoupled weight decay")
     clipnorm: PositiveFloat | None = Field(None, description="Clip each gradient to this norm")
     clipvalue: PositiveFloat | None = Field(None, description="Clip gradient values to +-this")
+    global_clipnorm: PositiveFloat | None = Field(
+        None, description="Clip all gradients together to this global norm")
+    gradient_accumulation_steps: PositiveInt | None = Field(
+        None, description="Update every n steps with the mean of the n gradients")
+    use_ema: StrictBool = Field(
+        False, description="Evaluate and save an exponential moving average of the weights")
+    ema_momentum: Annotated[float, Field(strict=False, ge=0, le=1)] = 0.99
 
     @model_validator(mode="before")
     @classmethod
@@ -560,8 +712,10 @@ class TrainingConfig(StrictModel):
 class Config(StrictModel):
     """One experiment: data, model, loss, metrics, optimizer and training."""
 
-    name: str = Field("experiment", description="Experiment name (used for run directories)")
-    seed: NonNegativeInt = Field(42, description="Seed of weights, shuffling and dropout")
+    name: ConfigName = Field(
+        "experiment", description=f"Experiment name, which names its run directories: {NAME_RULE}"
+    )
+    seed: Seed = Field(42, description="Seed of weights, shuffling and dropout")
     device: Literal["cpu", "gpu"] = "cpu"
     data: DataConfig
     model: ModelConfig
@@ -639,12 +793,55 @@ class Config(StrictModel):
                                  None))
             seen_layers.setdefault(layer.name, i)
 
+        one_unit = _softmax_over_one_unit(self.model.layers, self.loss)
+        if one_unit is not None:
+            if self.loss_name.endswith("crossentropy"):
+                fix = "use activation: sigmoid with binary_crossentropy, or units >= 2"
+            else:
+                fix = "use activation: linear for one output, or units >= 2"
+            problems.append((one_unit, "a softmax over a single unit outputs 1.0 whatever the "
+                             f"input, so the model is constant and cannot learn; {fix}", None))
+
         last = self.model.layers[-1]
         if (isinstance(self.loss, LossConfig) and self.loss.from_logits
                 and getattr(last, "activation", None) in ("softmax", "sigmoid")):
             problems.append((("loss", "from_logits"), "from_logits is true but the last layer "
                              f"applies {last.activation}; drop one of them", None))
         return problems
+
+
+def _softmax_over_one_unit(layers: list[Any], loss: Any) -> Loc | None:
+    """Where the model's output is a softmax over one unit (a constant), or None.
+
+    The softmax is the last activation (Dense/Conv2D's own, an Activation layer, or the
+    categorical loss's when from_logits); the unit count is the last Dense's units or Conv2D's
+    filters before it, through layers that keep the last axis.
+    """
+    softmax_at: Loc | None = None
+    i = len(layers) - 1
+    while i >= 0 and isinstance(layers[i], DropoutConfig):
+        i -= 1
+    if i >= 0 and isinstance(layers[i], ActivationConfig):
+        if layers[i].activation != "softmax":
+            return None
+        softmax_at = ("model", "layers", i, "activation")
+        i -= 1
+        while i >= 0 and isinstance(layers[i], DropoutConfig | BatchNormConfig | ActivationConfig):
+            i -= 1
+    if i < 0 or not isinstance(layers[i], DenseConfig | Conv2DConfig):
+        return None
+    layer = layers[i]
+    units = layer.units if isinstance(layer, DenseConfig) else layer.filters
+    if units != 1:
+        return None
+    if softmax_at is not None:
+        return softmax_at
+    if layer.activation == "softmax":
+        return ("model", "layers", i, "activation")
+    if (isinstance(loss, LossConfig) and loss.from_logits and layer.activation in (None, "linear")
+            and loss.type in ("categorical_crossentropy", "sparse_categorical_crossentropy")):
+        return ("loss", "from_logits")  # the loss applies the softmax
+    return None
 
 
 _MIN_SUFFIXES = ("mse", "mae", "rmse")

@@ -37,6 +37,7 @@ from dlcli.nn.layers import (
     MaxPool2D,
 )
 from dlcli.nn.layers.augment import AUGMENTATIONS, RandomCrop
+from dlcli.nn.layers.residual import Residual, _Projection
 from dlcli.nn.sequential import Sequential
 
 OPSET = 17
@@ -268,26 +269,38 @@ def _random_crop(g: _Graph, layer: RandomCrop, bn: None) -> None:
          g.const("axes", np.array(axes, np.int64)), name=layer.name)
 
 
+def _residual(g: _Graph, layer: Residual, bn: None) -> None:
+    x0, nchw0, rank0 = g.x, g.nchw, g.rank
+    _convert(g, layer.layers)
+    y, y_nchw = g.x, g.nchw
+    if layer.projection is not None:  # the shortcut from the block's input
+        g.x, g.nchw, g.rank = x0, nchw0, rank0
+        inner = layer.projection.inner
+        (_conv2d if isinstance(inner, Conv2D) else _dense)(g, inner, None)
+        s, s_nchw = g.x, g.nchw
+    else:
+        s, s_nchw = x0, nchw0
+    if s_nchw != y_nchw:  # both branches in one layout before the sum
+        s = g.op("Transpose", s, perm=[0, 2, 3, 1] if s_nchw else [0, 3, 1, 2], name="align")
+    g.nchw = y_nchw
+    g.op("Add", y, s, name=layer.name)
+    activation(g, layer.activation, layer)
+
+
 Converter = Callable[[_Graph, Any, Any], None]
 CONVERTERS: dict[type[Layer], Converter] = {
     Dense: _dense, Conv2D: _conv2d, MaxPool2D: _pool, AvgPool2D: _pool,
     GlobalAveragePooling2D: _global_avg, Flatten: _flatten, BatchNorm: _batch_norm,
     Activation: _activation_layer, Dropout: _dropout, RandomCrop: _random_crop,
+    Residual: _residual,
     **{cls: _augmentation for cls in AUGMENTATIONS if cls is not RandomCrop},
 }
 _FOLDS_BN = (Conv2D, Dense)
 
 
-def _plan(model: Sequential) -> list[tuple[Layer, BatchNorm | None]]:
+def _plan(layers: list[Layer]) -> list[tuple[Layer, BatchNorm | None]]:
     """Each layer with the BatchNorm folded into it; folded BatchNorms drop out of the list."""
-    for layer in model.layers:
-        if type(layer) not in CONVERTERS:
-            raise ExportError(
-                f"layer {layer.name} ({type(layer).__name__}) cannot be exported to ONNX by "
-                f"this dlcli"
-            )
     plan: list[tuple[Layer, BatchNorm | None]] = []
-    layers = model.layers
     i = 0
     while i < len(layers):
         layer = layers[i]
@@ -300,6 +313,11 @@ def _plan(model: Sequential) -> list[tuple[Layer, BatchNorm | None]]:
         plan.append((layer, None))
         i += 1
     return plan
+
+
+def _convert(g: _Graph, layers: list[Layer]) -> None:
+    for layer, bn in _plan(layers):
+        CONVERTERS[type(layer)](g, layer, bn)
 
 
 def build_onnx(
@@ -324,7 +342,12 @@ def build_onnx(
     onnx = require("onnx", "export", "ONNX export")
     from onnx import TensorProto, helper, numpy_helper
 
-    plan = _plan(model)
+    for layer in model.walk():
+        if type(layer) not in CONVERTERS and not isinstance(layer, _Projection):
+            raise ExportError(
+                f"layer {layer.name} ({type(layer).__name__}) cannot be exported to ONNX by "
+                f"this dlcli"
+            )
     g = _Graph(helper, numpy_helper, rank=len(model.input_shape) + 1)
     mode = preprocessing.get("mode", "none")
     if mode != "none":
@@ -333,8 +356,7 @@ def build_onnx(
         scale = np.asarray(preprocessing["scale"], np.float32)
         g.op("Sub", g.x, g.const("preprocess_offset", offset), name="preprocess")
         g.op("Div", g.x, g.const("preprocess_scale", scale), name="preprocess")
-    for layer, bn in plan:
-        CONVERTERS[type(layer)](g, layer, bn)
+    _convert(g, model.layers)
     if final_activation is not None:
         activation(g, final_activation, model.layers[-1])
     g.to_nhwc()

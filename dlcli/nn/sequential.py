@@ -40,7 +40,7 @@ class Sequential:
         self.output_shape: Shape | None = None
         self.rng: np.random.Generator | None = None
         self.built = False
-        _assign_names(self.layers)
+        _assign_names(self.walk())
 
     # -- building ---------------------------------------------------------------------------
     def build(self, seed: int) -> Sequential:
@@ -66,10 +66,20 @@ class Sequential:
         self.set_rng(rng)
         return self
 
+    def walk(self) -> list[Layer]:
+        """Every layer, blocks before the layers inside them, in order."""
+        out: list[Layer] = []
+        stack = list(reversed(self.layers))
+        while stack:
+            layer = stack.pop()
+            out.append(layer)
+            stack.extend(reversed(layer.children))
+        return out
+
     def set_rng(self, rng: Any) -> None:
         """Give the model (and so its dropout layers) a generator; a numpy Generator on the CPU."""
         self.rng = rng
-        for layer in self.layers:
+        for layer in self.walk():
             layer.set_rng(rng)
 
     # -- computing --------------------------------------------------------------------------
@@ -103,22 +113,23 @@ class Sequential:
         return x if isinstance(x, Tensor) else Tensor(x)
 
     # -- weights ----------------------------------------------------------------------------
+    # blocks hold no weights of their own: the layers inside them do, under their own names
     @property
     def weights(self) -> list[Tensor]:
-        return [w for layer in self.layers for w in layer.params.values()]
+        return [w for layer in self.walk() for w in layer.params.values()]
 
     @property
     def trainable_weights(self) -> list[Tensor]:
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        return [w for layer in self.walk() for w in layer.params.values() if w.requires_grad]
 
     @property
     def non_trainable_weights(self) -> list[Tensor]:
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
+        return [w for layer in self.walk() for w in layer.params.values() if not w.requires_grad]
 
     def regularization_loss(self) -> Tensor | None:
         """Sum of every layer's penalties, or None when no layer has a regularizer."""
         total = None
-        for layer in self.layers:
+        for layer in self.walk():
             term = layer.regularization_loss()
             if term is not None:
                 total = term if total is None else total + term
@@ -131,7 +142,7 @@ class Sequential:
         """Copies of every weight as numpy arrays, keyed "layer_name/weight_name"."""
         return {
             f"{layer.name}/{key}": to_numpy(w.data).copy()
-            for layer in self.layers
+            for layer in self.walk()
             for key, w in layer.params.items()
         }
 
@@ -141,7 +152,7 @@ class Sequential:
         Raises:
             ModelError (a ValueError): naming missing or unexpected keys or a shape mismatch.
         """
-        own = {f"{layer.name}/{key}": w for layer in self.layers for key, w in layer.params.items()}
+        own = {f"{layer.name}/{key}": w for layer in self.walk() for key, w in layer.params.items()}
         missing = [k for k in own if k not in weights]
         unexpected = [k for k in weights if k not in own]
         if missing or unexpected:
@@ -177,19 +188,27 @@ class Sequential:
     # -- facts ------------------------------------------------------------------------------
     def summary_rows(self) -> list[dict[str, Any]]:
         """One dict per layer: name, type, output_shape, params, trainable_params, macs,
-        activation_bytes (float32 output bytes for one sample)."""
-        return [
-            {
+        activation_bytes (float32 output bytes for one sample), depth (0 for the model's own
+        layers, 1 for the layers of a block, ...). A block's row counts its layers' totals."""
+        rows: list[dict[str, Any]] = []
+
+        def add(layer: Layer, depth: int) -> None:
+            rows.append({
                 "name": layer.name,
-                "type": type(layer).__name__,
+                "type": getattr(layer, "summary_type", type(layer).__name__),
                 "output_shape": tuple(layer.output_shape),
                 "params": layer.count_params(),
                 "trainable_params": sum(w.size for w in layer.trainable_weights),
                 "macs": layer.macs(),
                 "activation_bytes": 4 * math.prod(layer.output_shape),
-            }
-            for layer in self.layers
-        ]
+                "depth": depth,
+            })
+            for child in layer.children:
+                add(child, depth + 1)
+
+        for layer in self.layers:
+            add(layer, 0)
+        return rows
 
     def get_config(self) -> dict[str, Any]:
         """Everything needed to rebuild the model before its weights are loaded."""

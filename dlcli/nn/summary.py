@@ -41,8 +41,9 @@ def shape_str(shape: tuple[int | None, ...]) -> str:
 def summary_dict(model: Sequential) -> dict[str, Any]:
     """The summary as JSON-able data; output shapes exclude the batch axis."""
     rows = model.summary_rows()
-    total = sum(r["params"] for r in rows)
-    trainable = sum(r["trainable_params"] for r in rows)
+    top = [r for r in rows if r["depth"] == 0]  # a block's row already counts its layers
+    total = sum(r["params"] for r in top)
+    trainable = sum(r["trainable_params"] for r in top)
     return {
         "name": model.name,
         "input_shape": list(model.input_shape),
@@ -55,13 +56,15 @@ def summary_dict(model: Sequential) -> dict[str, Any]:
                 "trainable_params": r["trainable_params"],
                 "macs": r["macs"],
                 "activation_bytes": r["activation_bytes"],
+                "depth": r["depth"],
             }
             for r in rows
         ],
         "total_params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
-        "total_macs": sum(r["macs"] for r in rows),
+        "total_macs": sum(r["macs"] for r in top),
+        # every row's output is a tensor of its own (a block's is the sum F(x) + shortcut)
         "total_activation_bytes": sum(r["activation_bytes"] for r in rows),
     }
 
@@ -70,7 +73,7 @@ def summary_lines(model: Sequential) -> tuple[list[list[str]], list[str]]:
     """Table rows (one per layer) and the footer lines, as strings."""
     s = summary_dict(model)
     rows = [
-        [f"{r['name']} ({KERAS_CLASS.get(r['type'], r['type'])})",
+        ["  " * r["depth"] + f"{r['name']} ({KERAS_CLASS.get(r['type'], r['type'])})",
          shape_str(tuple(r["output_shape"])), f"{r['params']:,}",
          f"{r['macs']:,}", readable_bytes(r["activation_bytes"])]
         for r in s["layers"]

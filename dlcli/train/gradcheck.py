@@ -108,7 +108,7 @@ def gradcheck(cfg: Config, *, batch_size: int = 4, entries: int = 12, eps: float
     def total() -> Tensor:
         # the same random numbers (dropout masks, augmentation) for every evaluation
         model.set_rng(np.random.default_rng(seed))
-        for layer in model.layers:
+        for layer in model.walk():
             own = getattr(layer, "seed", None)
             if own is not None:
                 layer.rng = np.random.default_rng(own)
@@ -121,7 +121,7 @@ def gradcheck(cfg: Config, *, batch_size: int = 4, entries: int = 12, eps: float
     total().backward()
     report = GradcheckReport(described, len(x))
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for layer in model.walk():
         for name, w in layer.params.items():
             if not w.requires_grad:
                 continue  # moving statistics are not learned by gradient

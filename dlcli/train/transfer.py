@@ -54,14 +54,14 @@ def init_from(model: Any, weights: dict[str, np.ndarray], layers: list[str] | No
         CheckpointError: a named layer that the model does not have; with strict, any layer
             asked for (or, without a list, any layer with weights) that cannot be taken.
     """
-    by_name = {layer.name: layer for layer in model.layers}
+    by_name = {layer.name: layer for layer in model.walk() if layer.params}
     if layers is not None:
         unknown = [n for n in layers if n not in by_name]
         if unknown:
             raise CheckpointError(
                 f"init_from.layers names {', '.join(unknown)}, which this model does not have "
                 f"(its layers: {', '.join(by_name)})")
-    chosen = [by_name[n] for n in layers] if layers is not None else list(model.layers)
+    chosen = [by_name[n] for n in layers] if layers is not None else list(by_name.values())
     report = TransferReport()
     for layer in chosen:
         if not layer.params:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,21 @@ from dlcli.core.tensor import Tensor
 from dlcli.errors import DlcliError
 
 Shape = tuple[int | None, ...]
+
+
+_SHAPES_ONLY: list[dict[str, tuple[int, ...]]] = []  # innermost shapes_only() notes
+
+
+@contextmanager
+def shapes_only() -> Iterator[dict[str, tuple[int, ...]]]:
+    """Inside this block add_weight allocates nothing: it notes "layer/weight" -> shape in the
+    dict it yields, so build() can check shapes and sizes of a model too big to make."""
+    notes: dict[str, tuple[int, ...]] = {}
+    _SHAPES_ONLY.append(notes)
+    try:
+        yield notes
+    finally:
+        _SHAPES_ONLY.pop()
 
 
 class ShapeError(DlcliError, ValueError):
@@ -61,9 +78,13 @@ class Layer(abc.ABC):
         rng: np.random.Generator,
         trainable: bool = True,
         regularizer: Any = None,
-    ) -> Tensor:
+    ) -> Tensor | None:
         from dlcli.nn.initializers import get_initializer
 
+        if _SHAPES_ONLY:  # a dry build: note the shape, make nothing
+            _SHAPES_ONLY[-1][f"{self.name or type(self).__name__}/{name}"] = tuple(
+                int(n) for n in shape)
+            return None
         value = get_initializer(initializer)(shape, rng).astype(np.float32)
         w = Tensor(value, requires_grad=trainable and self._trainable, name=name)
         self.params[name] = w
@@ -91,6 +112,11 @@ class Layer(abc.ABC):
     def set_rng(self, rng: Any) -> None:
         """Give the layer the model's random generator; only layers that draw at call time care."""
         return None
+
+    @property
+    def children(self) -> list[Layer]:
+        """Layers inside this one (a Residual block's); none for ordinary layers."""
+        return []
 
     @property
     def trainable(self) -> bool:
