@@ -6,11 +6,13 @@ check that expands, recurses or allocates before refusing fails the test instead
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -197,7 +199,7 @@ def test_huge_and_endless_files_are_refused(tmp_path: Path) -> None:
 
 # -- numbers out of range --------------------------------------------------------------------------
 def cli(text: str, *args: str, command: str = "validate") -> tuple[int, str]:
-    with CliRunner().isolated_filesystem():
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # messages say c.yaml
         Path("c.yaml").write_text(text, encoding="utf-8")
         result = CliRunner().invoke(main, [command, "c.yaml", *args])
     assert "Traceback" not in result.output, result.output
