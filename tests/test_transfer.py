@@ -103,3 +103,46 @@ def test_trainer_init_from_is_logged(tmp_path: Path) -> None:
     t.fit()
     log = (tmp_path / "b" / "train.log").read_text()
     assert "initialized 3 layer(s) from" in log
+
+
+def test_the_transfer_example_end_to_end(tmp_path: Path) -> None:
+    """Train a base model, then a new head on top of its frozen first layer, from the CLI."""
+    from click.testing import CliRunner
+
+    from dlcli.cli.main import main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(textwrap.dedent(BASE))
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", str(base), "--run-dir", str(tmp_path / "a"), "-q"])
+    assert res.exit_code == 0, res.output
+    source = tmp_path / "a" / "checkpoints" / "best.npz"
+    head = textwrap.dedent(BASE).replace(
+        "- {type: Dense, units: 16, activation: relu}",
+        "- {type: Dense, units: 16, activation: relu, trainable: false}").replace(
+        "- {type: BatchNorm}", "- {type: BatchNorm, trainable: false}").replace(
+        "- {type: Dense, units: 3, activation: softmax}",
+        "- {type: Dense, units: 8, activation: relu}\n"
+        "    - {type: Dense, units: 3, activation: softmax}")
+    new = tmp_path / "head.yaml"
+    new.write_text(head.replace("model:\n", f"model:\n  init_from: {{checkpoint: {source}}}\n"))
+    summary = runner.invoke(main, ["summary", str(new), "--json"])
+    assert json_of(summary)["non_trainable_params"] == (2 * 16 + 16) + 4 * 16
+    res = runner.invoke(main, ["train", str(new), "--run-dir", str(tmp_path / "b"), "-q"])
+    assert res.exit_code == 0, res.output
+    before, after = load_checkpoint(source).weights, load_checkpoint(
+        tmp_path / "b" / "checkpoints" / "last.npz").weights
+    for key in ("dense/kernel", "batch_normalization/moving_mean"):
+        np.testing.assert_array_equal(after[key], before[key])
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "initialized 2 layer(s)" in log and "not taken: dense_1" in log
+    both = runner.invoke(main, ["train", str(new), "--resume", str(source), "--init-from",
+                                str(source)])
+    assert both.exit_code == 2 and "give one of them" in both.output
+
+
+def json_of(result):
+    import json
+
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)

@@ -23,15 +23,22 @@ from dlcli.train.trainer import Trainer
               help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
 @click.option("--resume", "resume", type=click.Path(dir_okay=False),
               help="Continue from a checkpoint (weights, optimizer, schedule, random states).")
+@click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
+              help="Start from another run's weights: every layer whose name and weight shapes "
+                   "match (model.init_from in the config says more).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int | None,
-          run_dir: str | None, data_dir: str | None, resume: str | None, quiet: bool) -> None:
+          run_dir: str | None, data_dir: str | None, resume: str | None, init_from: str | None,
+          quiet: bool) -> None:
     """Train the model CONFIG describes; writes history, checkpoints and metrics to a run dir."""
     extra = [*overrides]
     if epochs is not None:
         extra.append(f"training.epochs={epochs}")
     if seed is not None:
         extra.append(f"seed={seed}")
+    if resume and init_from:
+        raise click.UsageError("--resume continues a run, --init-from starts a new one from "
+                               "another run's weights: give one of them")
     cfg = load_config(config, extra)
     ckpt = best = None
     if resume:
@@ -48,7 +55,8 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
     try:
         with console.download_progress() as progress:
             trainer = Trainer(cfg, run_dir=run_dir, reporter=reporter, data_dir=data_dir,
-                              download_progress=progress, resume=ckpt, resume_best=best)
+                              download_progress=progress, resume=ckpt, resume_best=best,
+                              init_from=None if init_from is None else {"checkpoint": init_from})
         result = trainer.fit()
     finally:
         reporter.close()
