@@ -260,3 +260,59 @@ def test_augmentation_exports_as_the_identity_and_crop_as_the_center() -> None:
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], model_outputs(model, x, 4),
                                atol=1e-5)
+
+
+def test_training_with_augmentation_reruns_and_resumes_exactly(tmp_path) -> None:
+    import csv
+    import textwrap
+
+    from dlcli.config import load_config_text
+    from dlcli.io.checkpoint import load_checkpoint
+    from dlcli.train.trainer import Interrupted, NullReporter, Trainer
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "img.npz"
+    np.savez(data, x=rng.integers(0, 256, (96, 8, 8, 1), dtype=np.uint8), y=np.arange(96) % 3)
+    text = textwrap.dedent(f"""
+        name: aug
+        seed: 4
+        data: {{train: {data}, validation_split: 0.25, batch_size: 8, normalize: scale}}
+        model:
+          input_shape: [8, 8, 1]
+          layers:
+            - {{type: RandomFlip}}
+            - {{type: RandomRotation, factor: 0.1, seed: 7}}  # its own generator, saved too
+            - {{type: RandomZoom, height_factor: 0.2, fill_mode: constant}}
+            - {{type: RandomContrast, factor: 0.3, value_range: [0, 1]}}
+            - {{type: GaussianNoise, stddev: 0.05}}
+            - {{type: Conv2D, filters: 3, kernel_size: 3, activation: relu}}
+            - {{type: Flatten}}
+            - {{type: Dense, units: 3, activation: softmax}}
+        loss: sparse_categorical_crossentropy
+        metrics: [accuracy]
+        optimizer: {{type: adam, learning_rate: 0.01}}
+        training: {{epochs: 3}}
+    """)
+
+    def rows(run):
+        with open(run / "history.csv") as f:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+    Trainer(load_config_text(text), run_dir=tmp_path / "a").fit()
+    Trainer(load_config_text(text), run_dir=tmp_path / "b").fit()
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")  # the same seed, the same run
+
+    class Stop(NullReporter):
+        def batch_end(self, batch, logs, samples):
+            if batch == 4 and self.epoch == 1:
+                trainer.request_stop()
+
+        def epoch_begin(self, epoch, epochs, n_batches):
+            self.epoch = epoch
+
+    trainer = Trainer(load_config_text(text), run_dir=tmp_path / "c", reporter=Stop())
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "c" / "checkpoints" / "last")
+    Trainer(load_config_text(text), run_dir=tmp_path / "d", resume=ckpt).fit()
+    assert rows(tmp_path / "d") == rows(tmp_path / "a")  # resumed inside an epoch: exact

@@ -99,6 +99,8 @@ class RngStates(_Model):
 
     model: RngState | None = Field(None, description="a numpy PCG64 bit_generator state or null")
     shuffle: RngState | None = Field(None, description="a numpy PCG64 bit_generator state or null")
+    layers: dict[str, RngState] | None = Field(
+        None, description="layer name -> the state of a layer's own seeded generator")
 
 
 class OptimizerInfo(_Model):

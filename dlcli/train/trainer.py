@@ -455,7 +455,11 @@ class Trainer:
             "task": self.loss.task,
             "class_names": s.class_names,
             "preprocessing": s.preprocessor.to_dict(),
-            "rng": {"model": _rng_state(self.model.rng), "shuffle": _rng_state(self.shuffle_rng)},
+            "rng": {"model": _rng_state(self.model.rng), "shuffle": _rng_state(self.shuffle_rng),
+                    # layers given their own `seed` draw from their own generators
+                    "layers": {layer.name: _rng_state(layer.rng) for layer in self.model.walk()
+                               if getattr(layer, "seed", None) is not None
+                               and _rng_state(getattr(layer, "rng", None)) is not None}},
             "optimizer": {"type": type(self.optimizer).__name__, "learning_rate":
                           self.optimizer.learning_rate, "iterations": self.optimizer.iterations},
             "schedule": self.schedule.state_dict(),
@@ -499,19 +503,30 @@ class Trainer:
         meta = ckpt.meta
         self.start_epoch = ckpt.epoch
         self.history = list(meta.get("history") or [])
-        if meta.get("schedule"):
-            self.schedule.load_state_dict(meta["schedule"])
-        if self.early and meta.get("early_stopping"):
-            self.early.load_state_dict(meta["early_stopping"])
-        if meta.get("best"):
-            self.best.load_state_dict(meta["best"])
-            self.best_epoch = meta["best"].get("epoch")
+        try:  # states written under another config (schedule, monitor mode) do not fit
+            if meta.get("schedule"):
+                self.schedule.load_state_dict(meta["schedule"])
+            if self.early and meta.get("early_stopping"):
+                self.early.load_state_dict(meta["early_stopping"])
+            if meta.get("best"):
+                self.best.load_state_dict(meta["best"])
+                self.best_epoch = meta["best"].get("epoch")
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"cannot resume: the checkpoint's schedule or early-stopping state does not fit "
+                f"this config ({type(e).__name__}: {e}); resume with the config it ran"
+            ) from e
         rng = meta.get("rng") or {}
         if rng.get("model") and self.model.rng is not None:
             self.model.rng.bit_generator.state = rng["model"]
             self.model.set_rng(self.model.rng)
         if rng.get("shuffle"):
             self.shuffle_rng.bit_generator.state = rng["shuffle"]
+        own = {layer.name: layer for layer in self.model.walk()
+               if getattr(layer, "seed", None) is not None}
+        for name, state in (rng.get("layers") or {}).items():
+            if name in own and _rng_state(getattr(own[name], "rng", None)) is not None:
+                own[name].rng.bit_generator.state = state
         if meta.get("position"):
             try:
                 self.position = Position.from_checkpoint(meta["position"], ckpt.state)
