@@ -39,44 +39,54 @@ def _map_coordinate(c: Any, length: int, mode: str) -> Any:
 
 def affine_sampling(
     matrices: np.ndarray, in_hw: tuple[int, int], out_hw: tuple[int, int], fill_mode: str,
-    interpolation: str, xp: Any = np,
+    interpolation: str, xp: Any = np, dtype: Any = np.float64,
 ) -> tuple[Any, Any, Any]:
     """Where each output pixel reads: (index, weight, fill_weight).
 
     Args:
         matrices: (N, 6) rows [a0, a1, a2, b0, b1, b2]: output pixel (x, y) reads the input at
             (a0 x + a1 y + a2, b0 x + b1 y + b2).
+        dtype: of the coordinates and weights (the images' float type).
     Returns:
         index (N, Ho*Wo, K) int64 into the (N*H*W) flattened pixels, weight (N, Ho*Wo, K), and
-        fill_weight (N, Ho*Wo): the share of fill_value (constant mode, outside the image).
+        fill_weight (N, Ho*Wo) or None: the share of fill_value (constant mode only).
     """
     h, w = in_hw
     ho, wo = out_hw
-    m = xp.asarray(matrices, dtype=np.float64)
+    m = xp.asarray(matrices, dtype=dtype)
     n = len(m)
-    ys, xs = xp.meshgrid(xp.arange(ho, dtype=np.float64), xp.arange(wo, dtype=np.float64),
-                         indexing="ij")
-    xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)
+    xs = xp.tile(xp.arange(wo, dtype=dtype), ho).reshape(1, -1)
+    ys = xp.repeat(xp.arange(ho, dtype=dtype), wo).reshape(1, -1)
     sx = m[:, 0:1] * xs + m[:, 1:2] * ys + m[:, 2:3]
     sy = m[:, 3:4] * xs + m[:, 4:5] * ys + m[:, 5:6]
     sx, sy = _map_coordinate(sx, w, fill_mode), _map_coordinate(sy, h, fill_mode)
+    base = (xp.arange(n, dtype=np.int64) * (h * w)).reshape(n, 1)
     if interpolation == "nearest":
-        corners = [(xp.floor(sy + 0.5), xp.floor(sx + 0.5), xp.ones_like(sx))]
-    else:
-        y0, x0 = xp.floor(sy), xp.floor(sx)
-        dy, dx = sy - y0, sx - x0
-        corners = [(y0, x0, (1 - dy) * (1 - dx)), (y0, x0 + 1, (1 - dy) * dx),
-                   (y0 + 1, x0, dy * (1 - dx)), (y0 + 1, x0 + 1, dy * dx)]
-    base = (xp.arange(n) * (h * w)).reshape(n, 1)
-    index, weight = [], []
-    fill = xp.zeros(sx.shape, dtype=np.float64)
-    for cy, cx, wt in corners:
+        cy, cx = xp.floor(sy + 0.5), xp.floor(sx + 0.5)
         inside = (cy >= 0) & (cy <= h - 1) & (cx >= 0) & (cx <= w - 1)
-        flat = xp.clip(cy, 0, h - 1).astype(np.int64) * w + xp.clip(cx, 0, w - 1).astype(np.int64)
-        index.append(base + flat)
-        weight.append(xp.where(inside, wt, 0.0))
-        fill = fill + xp.where(inside, 0.0, wt)
-    return xp.stack(index, axis=-1), xp.stack(weight, axis=-1), fill
+        index = base + xp.clip(cy, 0, h - 1).astype(np.int64) * w + xp.clip(cx, 0, w - 1).astype(
+            np.int64)
+        weight = inside.astype(dtype)
+        fill = None if fill_mode != "constant" else 1 - weight
+        return index[..., None], weight[..., None], fill
+    # bilinear: the four neighbours from separable rows and columns
+    y0, x0 = xp.floor(sy), xp.floor(sx)
+    dy, dx = sy - y0, sx - x0
+    rows = [(y0, 1 - dy), (y0 + 1, dy)]
+    cols = [(x0, 1 - dx), (x0 + 1, dx)]
+    index, weight = [], []
+    for ry, wy in rows:
+        in_y = (ry >= 0) & (ry <= h - 1)
+        iy = base + xp.clip(ry, 0, h - 1).astype(np.int64) * w
+        for cx, wx in cols:
+            in_x = (cx >= 0) & (cx <= w - 1)
+            index.append(iy + xp.clip(cx, 0, w - 1).astype(np.int64))
+            weight.append(wy * wx * (in_y & in_x))  # a neighbour outside weighs nothing here
+    index_a, weight_a = xp.stack(index, axis=-1), xp.stack(weight, axis=-1)
+    # inside the image the four weights add up to 1; the rest is fill_value's (constant mode:
+    # other modes map every point inside, where a neighbour outside has weight 0 anyway)
+    fill = None if fill_mode != "constant" else 1 - weight_a.sum(axis=-1)
+    return index_a, weight_a, fill
 
 
 class Warp(Function):
@@ -91,9 +101,9 @@ class Warp(Function):
         n, h, w, c = x.shape
         self.in_shape = x.shape
         flat = x.reshape(n * h * w, c)
-        wt = self.weight.astype(x.dtype)
+        wt = self.weight.astype(x.dtype, copy=False)
         y = (flat[self.index] * wt[..., None]).sum(axis=2)  # (N, Ho*Wo, C)
-        if self.fill_value != 0:
+        if self.fill is not None and self.fill_value != 0:
             y += (self.fill * self.fill_value).astype(x.dtype)[..., None]
         return y.reshape(n, *self.out_hw, c)
 
@@ -121,7 +131,9 @@ def warp(x: Tensor, matrices: np.ndarray, out_hw: tuple[int, int] | None = None,
     h, w = x.shape[1:3]
     out_hw = (h, w) if out_hw is None else out_hw
     xp = get_array_module(x.data)
-    index, weight, fill = affine_sampling(matrices, (h, w), out_hw, fill_mode, interpolation, xp)
+    # coordinates in the images' precision: float32 places a point within 1e-5 of a pixel
+    index, weight, fill = affine_sampling(matrices, (h, w), out_hw, fill_mode, interpolation, xp,
+                                          dtype=x.dtype)
     return Warp.apply(x, index=index, weight=weight, fill=fill, out_hw=out_hw,
                       fill_value=float(fill_value))
 
