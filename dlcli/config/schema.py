@@ -27,6 +27,8 @@ from pydantic import (
     PrivateAttr,
     StrictBool,
     Tag,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -72,6 +74,10 @@ def _int_or_pair(value: Any) -> int | tuple[int, int]:
     )
 
 
+def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
 # One validator instead of `int | tuple[int, int]` so a bad value gives one clear error, not one
 # per union member; the JSON Schema still shows both forms.
 _Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
@@ -86,7 +92,8 @@ ActivationName = Literal[
 ]  # fmt: skip
 InitializerName = Literal[
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-    "orthogonal", "random_normal", "random_uniform", "zeros", "ones",
+    "orthogonal", "random_normal", "random_uniform", "truncated_normal", "variance_scaling",
+    "constant", "identity", "zeros", "ones",
 ]  # fmt: skip
 ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 INITIALIZERS: tuple[str, ...] = get_args(InitializerName)
@@ -97,6 +104,10 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _name_or_mapping(value: Any) -> str:
+    return "<mapping>" if isinstance(value, dict | BaseModel) else "<name>"
 
 
 class RegularizerConfig(StrictModel):
@@ -111,6 +122,149 @@ class RegularizerConfig(StrictModel):
         if isinstance(data, dict) and not data:
             raise ValueError("a regularizer needs l1 and/or l2, e.g. {l2: 1.0e-4}")
         return data
+
+
+# Keras's string shorthands, each with factor 0.01 (see dlcli.nn.regularizers.SHORTHANDS)
+RegularizerName = Literal["l1", "l2", "l1_l2"]
+
+
+def _known_regularizer(value: Any) -> Any:
+    """A bad shorthand is named as a regularizer (with the mapping form), not as a `value`."""
+    names = get_args(RegularizerName)
+    if isinstance(value, str) and value not in names:
+        guess = closest(value, names)
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        raise ValueError(f"unknown regularizer {value!r}; expected one of: {', '.join(names)} "
+                         f"(factor 0.01) or a mapping {{l1: x, l2: y}}{hint}")
+    return value
+
+
+RegularizerSpec = Annotated[
+    Union[Annotated[RegularizerName, BeforeValidator(_known_regularizer), Tag("<name>")],  # noqa: UP007
+          Annotated[RegularizerConfig, Tag("<mapping>")]],
+    Discriminator(_name_or_mapping),
+    Field(description="l1, l2 or l1_l2 (factor 0.01, as Keras), or {l1: x, l2: y}"),
+]
+
+
+# -- initializers: a name (Keras's defaults) or {type: name, arguments} ------------------------
+class _InitializerBase(StrictModel):
+    """An initializer with arguments; the arguments are Keras's (its `seed` is the config's)."""
+
+
+class PlainInitializerConfig(_InitializerBase):
+    """An initializer without arguments, written as a mapping."""
+
+    type: Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+                  "lecun_normal", "zeros", "ones"]
+
+
+class OrthogonalInitializerConfig(_InitializerBase):
+    """A random orthogonal matrix (rows of the flattened kernel) times gain."""
+
+    type: Literal["orthogonal"]
+    gain: StrictFloat = 1.0
+
+
+class RandomNormalConfig(_InitializerBase):
+    """Normal(mean, stddev)."""
+
+    type: Literal["random_normal"]
+    mean: StrictFloat = 0.0
+    stddev: NonNegativeFloat = 0.05
+
+
+class TruncatedNormalConfig(_InitializerBase):
+    """Normal(mean, stddev) with values beyond two stddev from the mean redrawn."""
+
+    type: Literal["truncated_normal"]
+    mean: StrictFloat = 0.0
+    stddev: NonNegativeFloat = 0.05
+
+
+class RandomUniformConfig(_InitializerBase):
+    """Uniform on [minval, maxval]."""
+
+    type: Literal["random_uniform"]
+    minval: StrictFloat = -0.05
+    maxval: StrictFloat = 0.05
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomUniformConfig:
+        if self.minval > self.maxval:
+            raise ValueError(f"random_uniform needs minval <= maxval, got {self.minval} and "
+                             f"{self.maxval}")
+        return self
+
+
+class VarianceScalingConfig(_InitializerBase):
+    """Variance scale / n, n = fan_in, fan_out or their mean (conv kernels: times kh * kw)."""
+
+    type: Literal["variance_scaling"]
+    scale: PositiveFloat = 1.0
+    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
+    distribution: Literal["truncated_normal", "untruncated_normal", "uniform", "normal"] = Field(
+        "truncated_normal", description="normal means truncated_normal, as in Keras")
+
+
+class ConstantConfig(_InitializerBase):
+    """Every entry equal to value."""
+
+    type: Literal["constant"]
+    value: StrictFloat = 0.0
+
+
+class IdentityConfig(_InitializerBase):
+    """gain times the identity matrix; 2-D weights (a Dense kernel) only."""
+
+    type: Literal["identity"]
+    gain: StrictFloat = 1.0
+
+
+_INITIALIZER_MODELS = (
+    PlainInitializerConfig, OrthogonalInitializerConfig, RandomNormalConfig, TruncatedNormalConfig,
+    RandomUniformConfig, VarianceScalingConfig, ConstantConfig, IdentityConfig,
+)  # fmt: skip
+
+
+def _known_initializer_type(value: Any) -> Any:
+    """A mapping's type must be an initializer name: said here, so the error names initializers."""
+    if isinstance(value, dict):
+        name = value.get("type")
+        if name is None:
+            raise ValueError(f"an initializer mapping needs a type, one of: "
+                             f"{', '.join(INITIALIZERS)}")
+        if name not in INITIALIZERS:
+            guess = closest(name, list(INITIALIZERS)) if isinstance(name, str) else None
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            raise ValueError(f"unknown initializer {name!r}; expected one of: "
+                             f"{', '.join(INITIALIZERS)}{hint}")
+    return value
+
+
+InitializerSpec = Annotated[
+    Union[  # noqa: UP007
+        Annotated[InitializerName, Tag("<name>")],
+        Annotated[
+            Union[_INITIALIZER_MODELS],  # noqa: UP007
+            Field(discriminator="type"),
+            BeforeValidator(_known_initializer_type),
+            Tag("<mapping>"),
+        ],
+    ],
+    Discriminator(_name_or_mapping),
+]
+
+
+def _initializer_name(spec: Any) -> str:
+    return spec if isinstance(spec, str) else spec.type
+
+
+def _not_identity(spec: Any, what: str) -> Any:
+    """identity makes 2-D matrices only: refused here for weights that are never 2-D."""
+    if _initializer_name(spec) == "identity":
+        raise ValueError(f"the identity initializer makes 2-D matrices only; {what}")
+    return spec
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -131,18 +285,23 @@ class LayerConfigBase(StrictModel):
         kwargs = {k: getattr(self, k) for k in type(self).model_fields
                   if k not in ("type", "trainable")}
         for k, v in kwargs.items():
-            if isinstance(v, RegularizerConfig):
-                kwargs[k] = v.model_dump()
+            if isinstance(v, RegularizerConfig | _InitializerBase):
+                kwargs[k] = v.model_dump()  # the layers take plain mappings
         return kwargs
 
 
 class _WeightedLayer(LayerConfigBase):
     activation: ActivationName | None = Field(None, description="Activation applied to the output")
     use_bias: StrictBool = True
-    kernel_initializer: InitializerName = "glorot_uniform"
-    bias_initializer: InitializerName = "zeros"
-    kernel_regularizer: RegularizerConfig | None = None
-    bias_regularizer: RegularizerConfig | None = None
+    kernel_initializer: InitializerSpec = "glorot_uniform"
+    bias_initializer: InitializerSpec = "zeros"
+    kernel_regularizer: RegularizerSpec | None = None
+    bias_regularizer: RegularizerSpec | None = None
+
+    @field_validator("bias_initializer")
+    @classmethod
+    def _bias_not_identity(cls, spec: Any) -> Any:
+        return _not_identity(spec, "a bias is 1-D")
 
 
 class DenseConfig(_WeightedLayer):
@@ -162,6 +321,23 @@ class Conv2DConfig(_WeightedLayer):
     kernel_size: IntOrPair = Field(description="Kernel height and width (an int or a pair)")
     strides: IntOrPair = Field(1, description="Step between windows (an int or a pair)")
     padding: Padding = Field("valid", description="'valid' (no padding) or 'same' (TF rule)")
+    dilation_rate: IntOrPair = Field(
+        1, description="Spacing of the kernel's taps (an int or a pair); not with strides > 1")
+
+    @field_validator("kernel_initializer")
+    @classmethod
+    def _kernel_not_identity(cls, spec: Any) -> Any:
+        return _not_identity(spec, "a Conv2D kernel is 4-D (kh, kw, in, out)")
+
+    @field_validator("dilation_rate")
+    @classmethod
+    def _not_with_strides(cls, dilation: Any, info: ValidationInfo) -> Any:
+        strides = info.data.get("strides")  # absent when strides itself is invalid
+        if strides is not None and max(_as_pair(strides)) > 1 and max(_as_pair(dilation)) > 1:
+            raise ValueError(f"strides > 1 together with dilation_rate > 1 is not supported (as "
+                             f"in Keras); got strides {_as_pair(strides)} and dilation_rate "
+                             f"{_as_pair(dilation)}")
+        return dilation
 
 
 class _PoolConfig(LayerConfigBase):
@@ -191,13 +367,26 @@ class GlobalAveragePooling2DConfig(LayerConfigBase):
     type: Literal["GlobalAveragePooling2D", "GlobalAvgPool2D"]
 
 
-class DropoutConfig(LayerConfigBase):
+class _DropoutBase(LayerConfigBase):
+    rate: Fraction = Field(description="Fraction of inputs to drop, in [0, 1)")
+    seed: Seed | None = Field(None, description="Own seed (default: the model's stream)")
+
+
+class DropoutConfig(_DropoutBase):
     """Zero a fraction `rate` of the inputs while training."""
 
     layer_type: ClassVar[str] = "Dropout"
     type: Literal["Dropout"]
-    rate: Fraction = Field(description="Fraction of inputs to drop, in [0, 1)")
-    seed: Seed | None = Field(None, description="Own seed (default: the model's stream)")
+    noise_shape: Annotated[list[PositiveInt | None], Field(min_length=1, max_length=32)] | None = (
+        Field(None, description="Shape of the mask, batch axis first: null takes the input's "
+              "size, 1 shares the draw ([null, 1, 1, null]: whole channels)"))
+
+
+class SpatialDropout2DConfig(_DropoutBase):
+    """Zero whole feature maps (channels) of (H, W, C) inputs while training."""
+
+    layer_type: ClassVar[str] = "SpatialDropout2D"
+    type: Literal["SpatialDropout2D"]
 
 
 class BatchNormConfig(LayerConfigBase):
@@ -209,10 +398,16 @@ class BatchNormConfig(LayerConfigBase):
     epsilon: PositiveFloat = 1e-3
     center: StrictBool = True
     scale: StrictBool = True
-    beta_initializer: InitializerName = "zeros"
-    gamma_initializer: InitializerName = "ones"
-    moving_mean_initializer: InitializerName = "zeros"
-    moving_variance_initializer: InitializerName = "ones"
+    beta_initializer: InitializerSpec = "zeros"
+    gamma_initializer: InitializerSpec = "ones"
+    moving_mean_initializer: InitializerSpec = "zeros"
+    moving_variance_initializer: InitializerSpec = "ones"
+
+    @field_validator("beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                     "moving_variance_initializer")
+    @classmethod
+    def _not_identity(cls, spec: Any) -> Any:
+        return _not_identity(spec, "BatchNorm's weights are 1-D")
 
 
 class FlattenConfig(LayerConfigBase):
@@ -333,9 +528,10 @@ class ResidualConfig(LayerConfigBase):
 
 _LAYER_MODELS = (
     DenseConfig, Conv2DConfig, MaxPool2DConfig, AvgPool2DConfig, GlobalAveragePooling2DConfig,
-    DropoutConfig, BatchNormConfig, FlattenConfig, ActivationConfig, RandomFlipConfig,
-    RandomTranslationConfig, RandomRotationConfig, RandomZoomConfig, RandomCropConfig,
-    RandomContrastConfig, RandomBrightnessConfig, GaussianNoiseConfig, ResidualConfig,
+    DropoutConfig, SpatialDropout2DConfig, BatchNormConfig, FlattenConfig, ActivationConfig,
+    RandomFlipConfig, RandomTranslationConfig, RandomRotationConfig, RandomZoomConfig,
+    RandomCropConfig, RandomContrastConfig, RandomBrightnessConfig, GaussianNoiseConfig,
+    ResidualConfig,
 )  # fmt: skip
 LayerConfig = Annotated[Union[_LAYER_MODELS], Field(discriminator="type")]  # noqa: UP007
 # every accepted `type` (aliases included) -> its config model
@@ -819,14 +1015,14 @@ def _softmax_over_one_unit(layers: list[Any], loss: Any) -> Loc | None:
     """
     softmax_at: Loc | None = None
     i = len(layers) - 1
-    while i >= 0 and isinstance(layers[i], DropoutConfig):
+    while i >= 0 and isinstance(layers[i], _DropoutBase):
         i -= 1
     if i >= 0 and isinstance(layers[i], ActivationConfig):
         if layers[i].activation != "softmax":
             return None
         softmax_at = ("model", "layers", i, "activation")
         i -= 1
-        while i >= 0 and isinstance(layers[i], DropoutConfig | BatchNormConfig | ActivationConfig):
+        while i >= 0 and isinstance(layers[i], _DropoutBase | BatchNormConfig | ActivationConfig):
             i -= 1
     if i < 0 or not isinstance(layers[i], DenseConfig | Conv2DConfig):
         return None

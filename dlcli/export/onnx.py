@@ -6,8 +6,10 @@ and pooling run in NCHW, as ONNX defines them; a Transpose is inserted where the
 change (before the first conv or pool, and back to NHWC before Flatten or a Dense layer, so the
 Dense weights after Flatten keep dlcli's channels-last order). BatchNorm right after a Conv2D
 or Dense without an activation is folded into its weights; elsewhere it is a
-BatchNormalization node with the moving statistics. Dropout is the identity at inference and
-leaves no node. One converter per layer type, in CONVERTERS.
+BatchNormalization node with the moving statistics. Dropout and SpatialDropout2D are the identity
+at inference and leave no node. A dilated Conv2D is a Conv node with `dilations`, its 'same'
+padding computed on the dilated kernel's extent as dlcli computes it. One converter per layer
+type, in CONVERTERS.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from dlcli import __version__
 from dlcli.core.ops.activations import SELU_ALPHA, SELU_SCALE
-from dlcli.core.ops.conv import resolve_padding
+from dlcli.core.ops.conv import effective_kernel, resolve_padding
 from dlcli.errors import DlcliError
 from dlcli.extras import require
 from dlcli.nn.layers import (
@@ -35,6 +37,7 @@ from dlcli.nn.layers import (
     GlobalAveragePooling2D,
     Layer,
     MaxPool2D,
+    SpatialDropout2D,
 )
 from dlcli.nn.layers.augment import AUGMENTATIONS, RandomCrop
 from dlcli.nn.layers.residual import Residual, _Projection
@@ -199,9 +202,11 @@ def _conv2d(g: _Graph, layer: Conv2D, bn: BatchNorm | None) -> None:
     inputs = [g.x, g.const(f"{layer.name}_kernel", kernel.transpose(3, 2, 0, 1))]  # OIHW
     if bias is not None:
         inputs.append(g.const(f"{layer.name}_bias", bias))
+    # ONNX pads are explicit: 'same' is resolved for the dilated extent (k - 1) * d + 1
+    extent = effective_kernel(layer.kernel_size, layer.dilation_rate)
     g.op("Conv", *inputs, name=layer.name, kernel_shape=list(layer.kernel_size),
-         strides=list(layer.strides),
-         pads=_pads(layer.padding, layer, layer.kernel_size, layer.strides))
+         strides=list(layer.strides), dilations=list(layer.dilation_rate),
+         pads=_pads(layer.padding, layer, extent, layer.strides))
     activation(g, layer.activation, layer)
 
 
@@ -251,7 +256,7 @@ def _activation_layer(g: _Graph, layer: Activation, bn: None) -> None:
     activation(g, layer.activation, layer)
 
 
-def _dropout(g: _Graph, layer: Dropout, bn: None) -> None:
+def _dropout(g: _Graph, layer: Dropout | SpatialDropout2D, bn: None) -> None:
     return None  # the identity at inference
 
 
@@ -291,7 +296,8 @@ Converter = Callable[[_Graph, Any, Any], None]
 CONVERTERS: dict[type[Layer], Converter] = {
     Dense: _dense, Conv2D: _conv2d, MaxPool2D: _pool, AvgPool2D: _pool,
     GlobalAveragePooling2D: _global_avg, Flatten: _flatten, BatchNorm: _batch_norm,
-    Activation: _activation_layer, Dropout: _dropout, RandomCrop: _random_crop,
+    Activation: _activation_layer, Dropout: _dropout, SpatialDropout2D: _dropout,
+    RandomCrop: _random_crop,
     Residual: _residual,
     **{cls: _augmentation for cls in AUGMENTATIONS if cls is not RandomCrop},
 }

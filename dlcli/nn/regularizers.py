@@ -47,17 +47,36 @@ class L1L2:
 
 Regularizer = L1L2
 
+# Keras's string shorthands with their documented factor 0.01. Keras 3's `regularizers.get`
+# looks strings up by class name, which makes "l1_l2" an unknown name there and "l1l2" an
+# L1L2() with both factors 0; we follow Keras's documentation (and tf.keras 2's l1_l2()),
+# which says kernel_regularizer="l1_l2" means l1 = l2 = 0.01.
+SHORTHANDS: dict[str, dict[str, float]] = {
+    "l1": {"l1": 0.01},
+    "l2": {"l2": 0.01},
+    "l1_l2": {"l1": 0.01, "l2": 0.01},
+}
 
-def get_regularizer(spec: None | dict[str, float] | L1L2) -> L1L2 | None:
-    """None, a dict {"l1": x, "l2": y} (either key may be left out) or a regularizer object.
+
+def get_regularizer(spec: None | str | dict[str, float] | L1L2) -> L1L2 | None:
+    """None, a Keras name ("l1", "l2", "l1_l2": factors 0.01), a dict {"l1": x, "l2": y} (either
+    key may be left out) or a regularizer object.
 
     Raises:
-        ValueError: for a dict with other keys or anything else.
+        ValueError: for an unknown name, a dict with other keys or anything else.
+
+    Example:
+        get_regularizer("l2") == L1L2(l2=0.01)
     """
     if spec is None:
         return None
     if isinstance(spec, L1L2):
         return spec
+    if isinstance(spec, str):
+        if spec not in SHORTHANDS:
+            raise ValueError(f"unknown regularizer {spec!r}; expected one of: "
+                             f"{', '.join(SHORTHANDS)} or a mapping {{l1: x, l2: y}}")
+        return L1L2(**SHORTHANDS[spec])
     if isinstance(spec, dict):
         unknown = set(spec) - {"l1", "l2"}
         if unknown:
@@ -65,7 +84,8 @@ def get_regularizer(spec: None | dict[str, float] | L1L2) -> L1L2 | None:
                 f"unknown regularizer key(s) {sorted(unknown)}; expected 'l1' and/or 'l2'"
             )
         return L1L2(**spec)
-    raise ValueError(f"a regularizer must be None, a dict {{l1, l2}} or L1L2, got {spec!r}")
+    raise ValueError(f"a regularizer must be None, a name ({', '.join(SHORTHANDS)}), a dict "
+                     f"{{l1, l2}} or L1L2, got {spec!r}")
 
 
 def regularizer_config(reg: L1L2 | None) -> dict[str, float] | None:

@@ -4,7 +4,10 @@ Forward copies the sliding windows of the padded input into a column matrix
 (N*Ho*Wo, kh*kw*Cin) and multiplies it by the kernel reshaped to (kh*kw*Cin, Cout).
 Backward gets gW (and gb) from one GEMM with the saved columns, and gx from one batched
 GEMM (one slab per kernel offset) scattered back by slice-adds, one per kernel offset;
-no Python loop ever runs over pixels or batch items.
+no Python loop ever runs over pixels or batch items. A dilated kernel (dilation_rate d) is
+the same computation with the window's taps d cells apart: only the strides of the window
+view and the offsets of the slice-adds change, and 'same' padding is computed for the
+effective kernel size (k - 1) * d + 1, as TensorFlow does.
 
 Also home to the helpers that pool.py and norm.py share: padding and column sums.
 """
@@ -85,6 +88,12 @@ def resolve_padding(padding: Any, in_hw: tuple[int, int], kernel: Any, strides: 
     return pads
 
 
+def effective_kernel(kernel: Any, dilation: Any) -> Pair:
+    """The extent (k - 1) * d + 1 a kernel covers with dilation d, per axis (TF's rule)."""
+    (kh, kw), (dh, dw) = _pair(kernel, "kernel size"), _pair(dilation, "dilation_rate")
+    return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+
 def conv_output_size(size: int, k: int, s: int, padding_pair: Pair) -> int:
     """Output length along one axis: input `size`, kernel k, stride s, padding (before, after)."""
     return (size + padding_pair[0] + padding_pair[1] - k) // s + 1
@@ -124,13 +133,14 @@ def pad_hw(x: Any, pads: Padding, value: float = 0.0, scratch: bool = False) -> 
     return out
 
 
-def _windows(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair) -> Any:
-    """A (N, Ho, Wo, kh, kw, C) view of every window of xpad; no copy."""
+def _windows(xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, dilation: Pair = (1, 1)
+             ) -> Any:
+    """A (N, Ho, Wo, kh, kw, C) view of every window of xpad (taps dilation apart); no copy."""
     xp = get_array_module(xpad)
     n, _, _, c = xpad.shape
     s0, s1, s2, s3 = xpad.strides
     shape = (n, out_hw[0], out_hw[1], kernel[0], kernel[1], c)
-    strides = (s0, s1 * strides[0], s2 * strides[1], s1, s2, s3)
+    strides = (s0, s1 * strides[0], s2 * strides[1], s1 * dilation[0], s2 * dilation[1], s3)
     return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
 
 
@@ -139,7 +149,8 @@ _FEW_CHANNELS = 4
 
 
 def _im2col(
-    xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool, may_view: bool
+    xpad: Any, kernel: Pair, strides: Pair, out_hw: Pair, ones: bool, may_view: bool,
+    dilation: Pair = (1, 1),
 ) -> Any:
     """The (N*Ho*Wo, kh*kw*C [+1]) column matrix of xpad's windows, plus a column of ones.
 
@@ -155,7 +166,7 @@ def _im2col(
     n, _, _, c = xpad.shape
     (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
     m, k = n * ho * wo, kh * kw * c
-    windows = _windows(xpad, kernel, strides, out_hw)
+    windows = _windows(xpad, kernel, strides, out_hw, dilation)
     if c < _FEW_CHANNELS:
         buf = xp.empty((k + ones, m), dtype=xpad.dtype)
         # batch axis first, so that threads can take a share of the images each
@@ -186,11 +197,12 @@ def column_sum(a: Any) -> Any:
 
 
 class Conv2D(Function):
-    """y = conv(x, W) + b over NHWC; W is (kh, kw, Cin, Cout)."""
+    """y = conv(x, W) + b over NHWC; W is (kh, kw, Cin, Cout), its taps `dilation` cells apart."""
 
-    def __init__(self, strides: Pair, padding: Any) -> None:
+    def __init__(self, strides: Pair, padding: Any, dilation: Pair = (1, 1)) -> None:
         self.strides = strides
         self.padding = padding
+        self.dilation = dilation
 
     def forward(self, x, W, b=None):
         xp = get_array_module(x)
@@ -201,16 +213,20 @@ class Conv2D(Function):
             )
         n, h, w, c = x.shape
         kh, kw, _, cout = W.shape
-        pads = resolve_padding(self.padding, (h, w), (kh, kw), self.strides)
-        ho = conv_output_size(h, kh, self.strides[0], pads[0])
-        wo = conv_output_size(w, kw, self.strides[1], pads[1])
+        ekh, ekw = effective_kernel((kh, kw), self.dilation)
+        pads = resolve_padding(self.padding, (h, w), (ekh, ekw), self.strides)
+        ho = conv_output_size(h, ekh, self.strides[0], pads[0])
+        wo = conv_output_size(w, ekw, self.strides[1], pads[1])
         if ho < 1 or wo < 1:
+            dilated = f" (dilated to {(ekh, ekw)})" if (ekh, ekw) != (kh, kw) else ""
             raise ValueError(
-                f"conv2d: kernel {(kh, kw)} does not fit input {(h, w)} with padding {pads}"
+                f"conv2d: kernel {(kh, kw)}{dilated} does not fit input {(h, w)} with padding "
+                f"{pads}"
             )
         has_bias = b is not None
         xpad = pad_hw(x, pads, scratch=True)
-        col = _im2col(xpad, (kh, kw), self.strides, (ho, wo), ones=has_bias, may_view=xpad is x)
+        col = _im2col(xpad, (kh, kw), self.strides, (ho, wo), ones=has_bias, may_view=xpad is x,
+                      dilation=self.dilation)
         W2 = W.reshape(kh * kw * c, cout)
         if has_bias:
             W2 = xp.concatenate([W2, b.reshape(1, cout).astype(W2.dtype, copy=False)])
@@ -250,11 +266,13 @@ class Conv2D(Function):
         ho, wo = self.out_hw
         kh, kw, _, cout = self.w_shape
         sh, sw = self.strides
+        dh, dw = self.dilation
         (t, b), (l, r) = self.pads
         # (kh*kw, Cout, Cin): one GEMM slab per kernel offset, each contiguous (M, Cin)
         wt = xp.ascontiguousarray(self.W.reshape(kh * kw, c, cout).transpose(0, 2, 1))
         self.W = None
-        taps = [(_clip_taps(i, sh, ho, t, h), _clip_taps(j, sw, wo, l, w))
+        # tap (i, j) reads padded cell (i * dh + sh * oi, j * dw + sw * oj)
+        taps = [(_clip_taps(i * dh, sh, ho, t, h), _clip_taps(j * dw, sw, wo, l, w))
                 for i in range(kh) for j in range(kw)]  # fmt: skip
 
         def col2im(gx, gy):
@@ -286,7 +304,8 @@ def _clip_taps(offset: int, stride: int, n_out: int, before: int, size: int) -> 
 
 
 def conv2d(
-    x: Tensor, W: Tensor, b: Tensor | None = None, strides: Any = (1, 1), padding: Any = "valid"
+    x: Tensor, W: Tensor, b: Tensor | None = None, strides: Any = (1, 1), padding: Any = "valid",
+    dilation_rate: Any = 1,
 ) -> Tensor:
     """2-D convolution, NHWC, Keras kernel layout.
 
@@ -295,15 +314,20 @@ def conv2d(
         W: (kh, kw, Cin, Cout) kernel.
         b: (Cout,) bias or None.
         strides: int or (sh, sw).
-        padding: "valid", "same" (TF rules), int, (ph, pw) or ((top, bottom), (left, right)).
+        padding: "valid", "same" (TF rules, on the dilated kernel's extent), int, (ph, pw) or
+            ((top, bottom), (left, right)).
+        dilation_rate: int or (dh, dw): kernel taps this many cells apart (1: an ordinary
+            convolution). The op computes any strides with it; the Conv2D layer refuses
+            strides > 1 with dilation_rate > 1, as Keras does.
 
     Returns:
         (N, Ho, Wo, Cout).
 
     Example:
-        y = conv2d(x, W, b, strides=1, padding="same")
+        y = conv2d(x, W, b, strides=1, padding="same", dilation_rate=2)
     """
-    hyper = {"strides": _pair(strides, "strides"), "padding": padding}
+    hyper = {"strides": _pair(strides, "strides"), "padding": padding,
+             "dilation": _pair(dilation_rate, "dilation_rate")}
     if b is None:
         return Conv2D.apply(x, W, **hyper)
     return Conv2D.apply(x, W, b, **hyper)

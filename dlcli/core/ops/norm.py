@@ -163,15 +163,56 @@ def batch_norm(
     )  # fmt: skip
 
 
-class Dropout(Function):
-    """y = x * mask / (1 - rate) with a mask drawn once in forward."""
+def _show(shape: Any) -> str:
+    """A noise shape as the YAML writes it: [null, 1, 1, null]."""
+    return "[" + ", ".join("null" if n is None else str(n) for n in shape) + "]"
 
-    def __init__(self, rate: float, rng: Any) -> None:
-        self.rate, self.rng = rate, rng
+
+def resolve_noise_shape(noise_shape: Any, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """Keras's noise_shape against an input shape: None entries take the input's size.
+
+    Every other entry must be 1 (the mask is shared along that axis) or the input's size; an
+    unknown size (None, the batch axis at build time) accepts any entry.
+
+    Raises:
+        ValueError: a wrong length or an entry that does not broadcast, naming both shapes.
+
+    Example:
+        resolve_noise_shape([None, 1, 1, None], (8, 5, 5, 3)) == (8, 1, 1, 3)
+    """
+    given = tuple(noise_shape)
+    if len(given) != len(shape):
+        raise ValueError(f"noise_shape {_show(given)} has {len(given)} entries; it needs "
+                         f"{len(shape)}: the batch axis, then one per axis of the input "
+                         f"{tuple(shape[1:])}")
+    out = []
+    for entry, size in zip(given, shape, strict=True):
+        if entry is None:
+            out.append(size)
+            continue
+        if isinstance(entry, bool) or not isinstance(entry, int | np.integer) or entry < 1:
+            raise ValueError(f"noise_shape entries must be null or positive integers, got "
+                             f"{_show(given)}")
+        if entry != 1 and size is not None and entry != size:
+            raise ValueError(f"noise_shape {_show(given)} does not fit the input "
+                             f"{tuple(shape[1:])} (batch axis first): each entry must be null, "
+                             f"1 or the size of its axis")
+        out.append(int(entry))
+    return tuple(out)
+
+
+class Dropout(Function):
+    """y = x * mask / (1 - rate) with a mask of shape `mask_shape` (x's own, or one that
+    broadcasts to it) drawn once in forward."""
+
+    def __init__(self, rate: float, rng: Any, mask_shape: tuple[int, ...] | None = None) -> None:
+        self.rate, self.rng, self.mask_shape = rate, rng, mask_shape
 
     def forward(self, x):
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
-        # the mask carries the 1/(1-rate) scale so backward is one multiply
+        shape = x.shape if self.mask_shape is None else self.mask_shape
+        keep = self.rng.random(shape, dtype=np.float32) >= self.rate
+        # the mask carries the 1/(1-rate) scale so backward is one multiply; a smaller mask
+        # broadcasts over the axes it shares, so gx keeps x's shape
         self.mask = keep.astype(x.dtype)
         self.mask *= 1.0 / (1.0 - self.rate)
         return x * self.mask
@@ -180,7 +221,9 @@ class Dropout(Function):
         return gy * self.mask
 
 
-def dropout(x: Tensor, rate: float, training: bool, rng: Any) -> Tensor:
+def dropout(
+    x: Tensor, rate: float, training: bool, rng: Any, noise_shape: Any = None
+) -> Tensor:
     """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate).
 
     Args:
@@ -188,6 +231,9 @@ def dropout(x: Tensor, rate: float, training: bool, rng: Any) -> Tensor:
         rate: drop probability in [0, 1).
         training: identity when False.
         rng: numpy (or cupy) Generator, used as rng.random(shape, dtype=float32).
+        noise_shape: None (one draw per element), or Keras's noise_shape: one entry per axis of
+            x, None for the input's size, 1 to share the draw along that axis
+            ([None, 1, 1, None] drops whole channels of NHWC images).
 
     Example:
         y = dropout(x, 0.5, training=True, rng=np.random.default_rng(0))
@@ -196,4 +242,7 @@ def dropout(x: Tensor, rate: float, training: bool, rng: Any) -> Tensor:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     if not training or rate == 0.0:
         return x
-    return Dropout.apply(x, rate=float(rate), rng=rng)
+    mask_shape = None
+    if noise_shape is not None:
+        mask_shape = resolve_noise_shape(noise_shape, x.shape)
+    return Dropout.apply(x, rate=float(rate), rng=rng, mask_shape=mask_shape)

@@ -8,7 +8,7 @@ import numpy as np
 
 from dlcli.core import ops
 from dlcli.core.ops.activations import get_activation
-from dlcli.core.ops.conv import resolve_padding
+from dlcli.core.ops.conv import effective_kernel, resolve_padding
 from dlcli.core.tensor import Tensor
 from dlcli.nn.initializers import get_initializer
 from dlcli.nn.layers.base import Layer, Shape, ShapeError, pair
@@ -41,9 +41,12 @@ def normalize_padding(padding: Any, allow_explicit: bool = True) -> Padding:
 
 def spatial_output(
     kind: str, input_shape: Shape, window: tuple[int, int], strides: tuple[int, int],
-    padding: Padding,
+    padding: Padding, dilation: tuple[int, int] = (1, 1),
 ) -> tuple[int, int]:
-    """Output (height, width) of a window sliding over (H, W, C); ShapeError if none fits."""
+    """Output (height, width) of a window sliding over (H, W, C); ShapeError if none fits.
+
+    A dilated window covers (k - 1) * d + 1 cells per axis; padding and fit use that extent.
+    """
     if len(input_shape) != 3:
         raise ShapeError(
             f"expects an image input (height, width, channels), got {tuple(input_shape)}"
@@ -51,13 +54,16 @@ def spatial_output(
     h, w, c = input_shape
     if min(h, w, c) < 1:
         raise ShapeError(f"input {tuple(input_shape)} has an empty axis")
-    (top, bottom), (left, right) = resolve_padding(padding, (h, w), window, strides)
+    extent = effective_kernel(window, dilation)
+    (top, bottom), (left, right) = resolve_padding(padding, (h, w), extent, strides)
     ph, pw = h + top + bottom, w + left + right
-    if window[0] > ph or window[1] > pw:
+    if extent[0] > ph or extent[1] > pw:
         padded = f" padded to ({ph}, {pw})" if (ph, pw) != (h, w) else ""
+        dilated = f" (dilated to {extent})" if extent != tuple(window) else ""
         raise ShapeError(
-            f"{kind} {window} is larger than its input {tuple(input_shape)}{padded}"
+            f"{kind} {window}{dilated} is larger than its input {tuple(input_shape)}{padded}"
         )
+    window = extent
     out = ((ph - window[0]) // strides[0] + 1, (pw - window[1]) // strides[1] + 1)
     if min(out) < 1:  # unreachable when the window fits, kept so the invariant is explicit
         raise ShapeError(f"the output size falls to {out} for input {tuple(input_shape)}")
@@ -65,7 +71,11 @@ def spatial_output(
 
 
 class Conv2D(Layer):
-    """2-D convolution, channels last, with Keras's arguments and 'same' padding rule."""
+    """2-D convolution, channels last, with Keras's arguments and 'same' padding rule.
+
+    dilation_rate d spreads the kernel's taps d cells apart (an atrous convolution); as in Keras,
+    it cannot be combined with strides > 1.
+    """
 
     default_name = "conv2d"
 
@@ -75,6 +85,7 @@ class Conv2D(Layer):
         kernel_size: int | tuple[int, int],
         strides: int | tuple[int, int] = 1,
         padding: Padding = "valid",
+        dilation_rate: int | tuple[int, int] = 1,
         activation: str | None = None,
         use_bias: bool = True,
         kernel_initializer: Any = "glorot_uniform",
@@ -90,6 +101,12 @@ class Conv2D(Layer):
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.strides = pair(strides, "strides")
         self.padding = normalize_padding(padding)
+        self.dilation_rate = pair(dilation_rate, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:  # Keras's BaseConv refuses it
+            raise ValueError(
+                f"Conv2D: strides > 1 together with dilation_rate > 1 is not supported (as in "
+                f"Keras); got strides={self.strides} and dilation_rate={self.dilation_rate}"
+            )
         self.activation = activation
         self.activation_fn = get_activation(activation)
         self.use_bias = bool(use_bias)
@@ -101,7 +118,8 @@ class Conv2D(Layer):
         self.bias_regularizer = get_regularizer(bias_regularizer)
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        ho, wo = spatial_output("kernel", input_shape, self.kernel_size, self.strides, self.padding)
+        ho, wo = spatial_output("kernel", input_shape, self.kernel_size, self.strides, self.padding,
+                                self.dilation_rate)
         self.input_shape = tuple(input_shape)
         cin = input_shape[-1]
         self.add_weight("kernel", (*self.kernel_size, cin, self.filters), self.kernel_initializer,
@@ -116,12 +134,14 @@ class Conv2D(Layer):
     def pre_activation(self, x: Tensor, training: bool = False) -> Tensor:
         """The convolution plus bias, before the activation."""
         b = self.params["bias"] if self.use_bias else None
-        return ops.conv2d(x, self.params["kernel"], b, strides=self.strides, padding=self.padding)
+        return ops.conv2d(x, self.params["kernel"], b, strides=self.strides, padding=self.padding,
+                          dilation_rate=self.dilation_rate)
 
     def call(self, x: Tensor, training: bool = False) -> Tensor:
         return self.activation_fn(self.pre_activation(x, training))
 
     def macs(self) -> int:
+        # dilation spreads the taps but does not add any: kh * kw multiply-adds per output
         ho, wo, cout = self.output_shape
         kh, kw = self.kernel_size
         return ho * wo * kh * kw * self.input_shape[-1] * cout
@@ -132,6 +152,7 @@ class Conv2D(Layer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
             "activation": self.activation,
             "use_bias": self.use_bias,
             "kernel_initializer": self.kernel_initializer,
