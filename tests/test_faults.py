@@ -264,3 +264,46 @@ def test_json_output_is_strict() -> None:
 def test_summary_help_names_config_or_checkpoint() -> None:
     res = CliRunner().invoke(main, ["summary", "--help"])
     assert "CONFIG|CHECKPOINT" in res.output
+
+
+# -- run status and hooks -------------------------------------------------------------------------
+def test_run_json_says_how_the_run_ended(tmp_path: Path) -> None:
+    import json
+
+    Trainer(load_config_text(CONFIG, ["training.epochs=2"]), run_dir=tmp_path / "a").fit()
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_done"] == 2 and info["pid"] > 0
+    assert set(info["test"]) == {"loss", "accuracy"} and info["updated_at"] >= info["started_at"]
+    reporter = StopAt(0, 3)
+    trainer = Trainer(load_config_text(CONFIG), run_dir=tmp_path / "b", reporter=reporter)
+    reporter.trainer = trainer
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "interrupted"
+    cfg = load_config_text(CONFIG, ["optimizer={type: sgd, learning_rate: 1.0e+12}"])
+    with pytest.raises(DlcliError):
+        Trainer(cfg, run_dir=tmp_path / "c").fit()
+    info = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert info["status"] == "failed" and "diverged" in info["error"]
+
+
+def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path: Path) -> None:
+    calls = []
+
+    class Broken:
+        name = "broken tracker"
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            calls.append(epoch)
+            raise ConnectionError("tracking server unreachable")
+
+    class Good:
+        def on_train_end(self, trainer, status):
+            calls.append(status)
+
+    Trainer(load_config_text(CONFIG, ["training.epochs=3"]), run_dir=tmp_path / "a",
+            hooks=[Broken(), Good()]).fit()
+    assert calls == [0, "finished"]  # dropped after its first failure; the other still ran
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert log.count("broken tracker failed (ConnectionError") == 1
+    assert (tmp_path / "a" / "checkpoints" / "last.npz").is_file()

@@ -179,11 +179,16 @@ class Trainer:
         resume: Checkpoint | None = None,
         resume_best: Checkpoint | None = None,
         init_from: dict[str, Any] | None = None,
+        hooks: list[Any] | None = None,
     ) -> None:
         """Args beyond the config: init_from = {"checkpoint": PATH, "layers": [...] | None,
         "strict": bool} starts from another run's weights (the config's model.init_from by
-        default); ignored when resuming."""
+        default); ignored when resuming. hooks: objects with any of on_train_begin(trainer),
+        on_epoch_end(trainer, epoch, logs), on_train_end(trainer, status) (plots, trackers);
+        one that fails is reported once and dropped, never stopping training."""
         self.cfg = cfg
+        self.hooks = list(hooks or [])
+        self.started_at = time.time()
         self.reporter = reporter or NullReporter()
         self.loss = LossSpec.from_config(cfg.loss)
         self.xp = xp_for(cfg.device)
@@ -288,6 +293,8 @@ class Trainer:
         )
         for note in self._notes:
             self._log(note)
+        self._write_status("running")
+        self._call_hooks("on_train_begin")
         previous = self._install_signals()
         try:
             # a non-finite loss is reported by the loop itself; numpy's warnings are only noise
@@ -295,12 +302,16 @@ class Trainer:
                 stopped_epoch = self._run_epochs()
         except Interrupted as e:
             self._log(str(e), echo=False)  # the CLI prints it
+            self._end("interrupted", str(e))
             raise
         except DlcliError as e:
             self._log(f"error: {e}", echo=False)
+            self._end("failed", str(e))
             raise
         except BaseException as e:
             self._log(f"stopped by {type(e).__name__}: {e}", echo=False)
+            self._end("interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                      f"{type(e).__name__}: {e}")
             raise
         finally:
             self._restore_signals(previous)
@@ -318,8 +329,10 @@ class Trainer:
         self._atomic_write("metrics.json", json.dumps(
             {"test": test_metrics, "best_epoch": self._best_epoch_1(),
              "monitor": self.best.monitor,
-             "best": self.best.best, "epochs_run": len(self.history),
+             "best": _finite_or_none(self.best.best), "epochs_run": len(self.history),
              "stopped_epoch": stopped_epoch}, indent=2) + "\n")
+        self.test_metrics = test_metrics
+        self._end("stopped early" if stopped_epoch else "finished")
         return TrainResult(
             run_dir=self.run_dir, history=self.history, test_metrics=test_metrics,
             stopped_epoch=stopped_epoch,
@@ -344,6 +357,8 @@ class Trainer:
             self._write_history()
             self._log(self._epoch_line(epoch, logs))
             self.reporter.epoch_end(epoch, self.epochs, logs)
+            self._write_status("running")
+            self._call_hooks("on_epoch_end", epoch, logs)
             if self.best.improved(self.best.value(logs)):
                 self.best_epoch = epoch
                 with self.optimizer.averaged():
@@ -567,6 +582,48 @@ class Trainer:
             tmp.unlink(missing_ok=True)
             raise DlcliError(f"cannot write {path}: {e.strerror or e}") from None
 
+    # -- the run's status and the hooks ---------------------------------------------------
+    def _write_status(self, status: str, error: str | None = None) -> None:
+        """run.json, rewritten atomically: what `dlcli runs` shows. A run killed without a
+        chance to write (SIGKILL) stays "running" here; its pid and host tell the truth."""
+        import socket
+
+        info = {
+            "status": status, "name": self.cfg.name, "pid": os.getpid(),
+            "host": socket.gethostname(), "started_at": self.started_at,
+            "updated_at": time.time(), "epochs": self.epochs,
+            "epochs_done": len(self.history), "best_epoch": self._best_epoch_1(),
+            "monitor": self.best.monitor, "best": _finite_or_none(self.best.best),
+            "params": self.model.count_params(),
+            "test": getattr(self, "test_metrics", None), "error": error,
+        }
+        try:
+            self._atomic_write("run.json", json.dumps(_strict_json(info), indent=2) + "\n")
+        except DlcliError:
+            if status == "running":
+                raise
+            # the run is ending on an error already: that error is the one to report
+
+    def _end(self, status: str, error: str | None = None) -> None:
+        self._write_status(status, error)
+        self._call_hooks("on_train_end", status)
+
+    def _call_hooks(self, event: str, *args: Any) -> None:
+        for hook in list(self.hooks):
+            fn = getattr(hook, event, None)
+            if fn is None:
+                continue
+            try:
+                fn(self, *args)
+            except Exception as e:  # noqa: BLE001 - a plot or a tracker never stops training
+                self.hooks.remove(hook)
+                name = getattr(hook, "name", type(hook).__name__)
+                line = f"warning: {name} failed ({type(e).__name__}: {e}); it is off for this run"
+                try:
+                    self._log(line)
+                except DlcliError:
+                    pass
+
     def _log(self, line: str, echo: bool = True) -> None:
         try:
             with open(self.run_dir / "train.log", "a") as f:
@@ -648,6 +705,21 @@ def _rng_state(rng: Any) -> Any:
     if rng is None or not hasattr(rng, "bit_generator"):
         return None
     return rng.bit_generator.state
+
+
+def _finite_or_none(v: Any) -> Any:
+    return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+def _strict_json(obj: Any) -> Any:
+    """NaN and infinities as None, so files other programs read are strict JSON."""
+    if isinstance(obj, float):
+        return _finite_or_none(obj)
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 def _fmt(logs: dict[str, Any]) -> str:
