@@ -11,7 +11,7 @@ install:
 
 # the optional extras too, so their tests run instead of being skipped
 install-dev:
-	$(PIP) install --quiet -e '.[dev,export,images]'
+	$(PIP) install --quiet -e '.[dev,export,images,plot]'
 
 # Fashion-MNIST from Debian's package where apt-get exists; elsewhere dlcli downloads it itself.
 data:
@@ -19,7 +19,9 @@ data:
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# the plot extra too: the run directory gets curves.png
 train: install data
+	$(PIP) install --quiet -e '.[plot]'
 	$(PYTHON) -m dlcli train $(CONFIG)
 
 test: install-dev

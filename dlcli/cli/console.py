@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from dlcli.jsonsafe import strict
+
 # Console objects look up sys.stdout/sys.stderr when they print, so click's test runner (which
 # swaps them) captures the output.
 _closed = False  # stdout's reader went away: output is dropped, the work goes on
@@ -87,19 +89,6 @@ def raw(text: str) -> None:
         _out.file.flush()
 
     _emit(write, text)
-
-
-def strict(obj: Any) -> Any:
-    """obj with every NaN or infinity replaced by None, so it is strict JSON (null)."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [strict(v) for v in obj]
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
-        return strict(obj.item())
-    return obj
 
 
 def print_json(obj: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from dlcli.cli import console
-from dlcli.train.evaluate import evaluate_checkpoint
+from dlcli.errors import DlcliError
+from dlcli.train.evaluate import evaluate_checkpoint, write_confusion_plot
 
 
 @click.command("eval")
@@ -20,16 +21,30 @@ from dlcli.train.evaluate import evaluate_checkpoint
               help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Inference batch size.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plots", type=click.Path(file_okay=False),
+              help="Folder for confusion_matrix.png (default: the checkpoint's run directory); "
+                   "written when matplotlib (dlcli[plot]) is installed.")
 def evaluate(checkpoint: str, data: str | None, labels: str | None, split: str,
-             data_dir: str | None, batch_size: int | None, as_json: bool) -> None:
+             data_dir: str | None, batch_size: int | None, as_json: bool,
+             plots: str | None) -> None:
     """Evaluate CHECKPOINT: loss, metrics, confusion matrix and per-class scores."""
     with console.download_progress() as progress:
         report = evaluate_checkpoint(checkpoint, data=data, split=split, labels=labels,
                                      data_dir=data_dir, batch_size=batch_size, progress=progress)
+    try:
+        picture = write_confusion_plot(report, plots)
+    except DlcliError as e:
+        if plots is not None:  # asked for: an unwritable folder is the command's error
+            raise
+        picture = None  # the run directory may be read-only: the numbers still count
+        report.warnings.append(f"{e}; no confusion matrix picture")
     for message in report.warnings:
         console.warning(message)
     if as_json:
-        console.print_json(report.to_json())
+        out = report.to_json()
+        if picture is not None:
+            out["confusion_matrix_png"] = str(picture)
+        console.print_json(out)
         return
     console.info(f"{report.checkpoint} on {report.data} ({report.samples:,} samples)")
     console.kv_table("metrics", report.metrics)
@@ -46,3 +61,5 @@ def evaluate(checkpoint: str, data: str | None, labels: str | None, split: str,
               f"{r['support']:,}"] for r in report.per_class],
             title="per class", right_align=(1, 2, 3, 4),
         )
+    if picture is not None:
+        console.info(f"confusion matrix picture: {picture}")

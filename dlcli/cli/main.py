@@ -18,7 +18,9 @@ from dlcli.cli import console
 from dlcli.cli.evaluate import evaluate
 from dlcli.cli.export import export
 from dlcli.cli.gradcheck import gradcheck
+from dlcli.cli.plot import plot
 from dlcli.cli.predict import predict
+from dlcli.cli.runs import runs
 from dlcli.cli.schema import schema
 from dlcli.cli.summary import summary
 from dlcli.cli.train import train
@@ -26,7 +28,7 @@ from dlcli.cli.validate import validate
 from dlcli.errors import DlcliError
 
 COMMANDS: list[click.Command] = [train, evaluate, export, predict, validate, summary, schema,
-                                 gradcheck]
+                                 gradcheck, runs, plot]
 
 
 class _Group(click.Group):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import click
 
 from dlcli.cli import console
@@ -51,12 +53,18 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
             best = load_checkpoint(sibling) if sibling.exists() else None
         except CheckpointError as e:
             console.warning(f"{e}; resuming without it (the best epoch is tracked anew)")
+    hooks = []
+    if importlib.util.find_spec("matplotlib") is not None:  # dlcli[plot]: curves.png at the end
+        from dlcli.runs.plots import CurvesHook
+
+        hooks.append(CurvesHook())
     reporter = console.TrainProgress(quiet=quiet)
     try:
         with console.download_progress() as progress:
             trainer = Trainer(cfg, run_dir=run_dir, reporter=reporter, data_dir=data_dir,
                               download_progress=progress, resume=ckpt, resume_best=best,
-                              init_from=None if init_from is None else {"checkpoint": init_from})
+                              init_from=None if init_from is None else {"checkpoint": init_from},
+                              hooks=hooks)
         result = trainer.fit()
     finally:
         reporter.close()
@@ -64,6 +72,8 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
         return
     best = result.run_dir / "checkpoints" / "best.npz"
     console.success(f"run saved in {result.run_dir}")
+    if (result.run_dir / "curves.png").exists():
+        console.info(f"curves: {result.run_dir / 'curves.png'}")
     if result.best_epoch is not None:
         console.info(f"best checkpoint: {best} (epoch {result.best_epoch}, "
                      f"{result.monitor} {result.best_value:.4f})")

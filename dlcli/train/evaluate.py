@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dlcli.core.backend import xp_for
 from dlcli.data import Preprocessor, check_labels, load_splits, prepare_data
-from dlcli.errors import DataError
+from dlcli.errors import DataError, DlcliError
 from dlcli.io.checkpoint import load_checkpoint, resolve_path, restore_model
 from dlcli.train.losses import LossSpec
 from dlcli.train.metrics import confusion_matrix, per_class_report, predicted_labels, true_labels
@@ -127,3 +129,36 @@ def evaluate_checkpoint(
         names = [k for k, v in report.metrics.items() if not math.isfinite(v)]
         report.warnings.append(f"not finite: {', '.join(names)}")
     return report
+
+
+def plots_folder(checkpoint: str | os.PathLike[str]) -> Path:
+    """Where eval's pictures go by default: the run directory of a checkpoint in
+    `<run>/checkpoints/`, else the checkpoint's own folder."""
+    folder = resolve_path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def write_confusion_plot(report: EvalReport,
+                         folder: str | os.PathLike[str] | None = None) -> Path | None:
+    """confusion_matrix.png of a classification report, normalized per true class.
+
+    Args:
+        report: what evaluate_checkpoint returned.
+        folder: where to write it (created if missing); default: plots_folder(checkpoint).
+    Returns:
+        The picture's path, or None for regression or without matplotlib (dlcli[plot]).
+    Raises:
+        DlcliError: the folder or the file cannot be written.
+    """
+    if report.confusion is None or importlib.util.find_spec("matplotlib") is None:
+        return None
+    from dlcli.runs.plots import plot_confusion
+
+    target = plots_folder(report.checkpoint) if folder is None else Path(folder)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DlcliError(f"cannot create {target}: {e.strerror or e}") from None
+    data = report.data if len(report.data) <= 60 else "…" + report.data[-59:]
+    return plot_confusion(report.confusion, report.class_names, target / "confusion_matrix.png",
+                          title=f"confusion matrix, normalized per true class\n{data}")

@@ -27,6 +27,7 @@ from dlcli.core.backend import to_numpy, tune_host_allocator, xp_for
 from dlcli.data import Splits, check_labels, load_splits
 from dlcli.errors import CheckpointError, DlcliError
 from dlcli.io.checkpoint import Checkpoint, save_checkpoint
+from dlcli.jsonsafe import strict
 from dlcli.nn.from_config import build_model
 from dlcli.nn.sequential import Sequential
 from dlcli.train.callbacks import EarlyStopping, Monitor
@@ -598,7 +599,7 @@ class Trainer:
             "test": getattr(self, "test_metrics", None), "error": error,
         }
         try:
-            self._atomic_write("run.json", json.dumps(_strict_json(info), indent=2) + "\n")
+            self._atomic_write("run.json", json.dumps(strict(info), indent=2) + "\n")
         except DlcliError:
             if status == "running":
                 raise
@@ -709,17 +710,6 @@ def _rng_state(rng: Any) -> Any:
 
 def _finite_or_none(v: Any) -> Any:
     return v if not isinstance(v, float) or math.isfinite(v) else None
-
-
-def _strict_json(obj: Any) -> Any:
-    """NaN and infinities as None, so files other programs read are strict JSON."""
-    if isinstance(obj, float):
-        return _finite_or_none(obj)
-    if isinstance(obj, dict):
-        return {k: _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict_json(v) for v in obj]
-    return obj
 
 
 def _fmt(logs: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Run directories: the index of runs, their status, and the differences between two."""
