@@ -11,7 +11,7 @@ install:
 
 # the optional extras too, so their tests run instead of being skipped
 install-dev:
-	$(PIP) install --quiet -e '.[dev,export,images,plot]'
+	$(PIP) install --quiet -e '.[dev,export,images,plot,tensorboard,mlflow]'
 
 # Fashion-MNIST from Debian's package where apt-get exists; elsewhere dlcli downloads it itself.
 data:

@@ -58,6 +58,9 @@ def train(config: str, overrides: tuple[str, ...], epochs: int | None, seed: int
         from dlcli.runs.plots import CurvesHook
 
         hooks.append(CurvesHook())
+    from dlcli.track import hooks_from_config
+
+    hooks.extend(hooks_from_config(cfg))  # logging: trackers; a missing extra is exit 2 here
     reporter = console.TrainProgress(quiet=quiet)
     try:
         with console.download_progress() as progress:

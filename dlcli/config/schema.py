@@ -904,6 +904,65 @@ class TrainingConfig(StrictModel):
     early_stopping: EarlyStoppingConfig | None = None
 
 
+# -- experiment trackers (optional extras; dlcli.track builds them) -----------------------------
+class TensorBoardConfig(StrictModel):
+    """TensorBoard event files (tensorboardX): scalars per epoch, hyperparameters, the summary."""
+
+    log_dir: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Folder shared by runs, one subfolder each (default: each run's "
+                          "events in <run_dir>/tensorboard)")
+
+
+class MlflowConfig(StrictModel):
+    """An MLflow run: params, metrics per epoch, the checkpoint and config.yaml as artifacts."""
+
+    tracking_uri: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Tracking server or store (default MLflow's: MLFLOW_TRACKING_URI or "
+                          "./mlruns)")
+    experiment: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Experiment name (default the config's name)")
+    run_name: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Run name (default the run directory's name)")
+
+
+def _flag_or_mapping(example: str) -> Any:
+    """true/false or a mapping; anything else is one error that shows both forms."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, bool | dict | BaseModel):
+            raise ValueError(f"expected true, false or a mapping {example}, got {value!r}"[:200])
+        return value
+
+    return BeforeValidator(check)
+
+
+def _bool_or_mapping(value: Any) -> str:
+    return "<mapping>" if isinstance(value, dict | BaseModel) else "<flag>"
+
+
+TensorBoardSpec = Annotated[
+    Union[Annotated[StrictBool, Tag("<flag>")],  # noqa: UP007
+          Annotated[TensorBoardConfig, Tag("<mapping>")]],
+    Discriminator(_bool_or_mapping),
+    _flag_or_mapping("{log_dir: PATH}"),
+    Field(description="true (event files in <run_dir>/tensorboard) or {log_dir: PATH}"),
+]
+MlflowSpec = Annotated[
+    Union[Annotated[StrictBool, Tag("<flag>")],  # noqa: UP007
+          Annotated[MlflowConfig, Tag("<mapping>")]],
+    Discriminator(_bool_or_mapping),
+    _flag_or_mapping("{tracking_uri: URI, experiment: NAME, run_name: NAME}"),
+    Field(description="true (MLflow's defaults) or {tracking_uri, experiment, run_name}"),
+]
+
+
+class LoggingConfig(StrictModel):
+    """Experiment trackers the run also reports to; each is an optional extra."""
+
+    tensorboard: TensorBoardSpec | None = None
+    mlflow: MlflowSpec | None = None
+
+
 # -- the whole file -----------------------------------------------------------------------------
 class Config(StrictModel):
     """One experiment: data, model, loss, metrics, optimizer and training."""
@@ -921,6 +980,8 @@ class Config(StrictModel):
     )
     optimizer: OptimizerConfig = Field(default_factory=AdamConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    logging: LoggingConfig | None = Field(
+        None, description="Experiment trackers: {tensorboard: true, mlflow: {...}}")
 
     _source: SourceMap | None = PrivateAttr(default=None)
 
