@@ -195,12 +195,12 @@ def test_plot_one_metric(runs: dict[str, Path], tmp_path: Path) -> None:
 
 
 @needs_mpl
-def test_plot_default_output_is_plot_png(runs: dict[str, Path], tmp_path: Path) -> None:
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        res = runner.invoke(main, ["plot", str(runs["full"])])
-        assert res.exit_code == 0, res.output
-        assert png_size(Path("plot.png")) == (960, 360)
+def test_plot_default_output_is_plot_png(runs: dict[str, Path], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["plot", str(runs["full"])])
+    assert res.exit_code == 0, res.output
+    assert png_size(tmp_path / "plot.png") == (960, 360)
 
 
 @needs_mpl
