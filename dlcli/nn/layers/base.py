@@ -82,8 +82,14 @@ class Layer(abc.ABC):
         from dlcli.nn.initializers import get_initializer
 
         if _SHAPES_ONLY:  # a dry build: note the shape, make nothing
-            _SHAPES_ONLY[-1][f"{self.name or type(self).__name__}/{name}"] = tuple(
-                int(n) for n in shape)
+            notes = _SHAPES_ONLY[-1]
+            # layers are unnamed before a Sequential names them: keep same-type ones apart
+            key = base = f"{self.name or type(self).__name__}/{name}"
+            n = 1
+            while key in notes:
+                n += 1
+                key = f"{base}#{n}"
+            notes[key] = tuple(int(d) for d in shape)
             return None
         value = get_initializer(initializer)(shape, rng).astype(np.float32)
         w = Tensor(value, requires_grad=trainable and self._trainable, name=name)
