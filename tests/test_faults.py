@@ -307,3 +307,20 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path: Path) ->
     log = (tmp_path / "a" / "train.log").read_text()
     assert log.count("broken tracker failed (ConnectionError") == 1
     assert (tmp_path / "a" / "checkpoints" / "last.npz").is_file()
+
+
+def test_run_json_exists_while_the_data_loads(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import dlcli.train.trainer as trainer_module
+
+    real, seen = trainer_module.load_splits, []
+
+    def loading(*args, **kwargs):
+        seen.append(json.loads((tmp_path / "a" / "run.json").read_text())["status"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "load_splits", loading)
+    Trainer(load_config_text(CONFIG, ["training.epochs=1"]), run_dir=tmp_path / "a").fit()
+    assert seen == ["running"]  # a run killed now would show as interrupted, not be missing

@@ -155,8 +155,10 @@ def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str 
 
 
 def _remove_if_empty(path: Path) -> None:
-    """Undo make_run_dir when nothing was written (an error before training began)."""
+    """Undo make_run_dir when nothing but the first run.json was written (an error before
+    training began)."""
     try:
+        (path / "run.json").unlink(missing_ok=True)
         (path / "checkpoints").rmdir()
         path.rmdir()
     except OSError:
@@ -209,6 +211,8 @@ class Trainer:
         self._stop_requested = False
         self._stop_signal: int = signal.SIGINT
         try:
+            # from here a run killed (even while its data loads) shows in `dlcli runs`
+            self._write_status("running")
             self._prepare(data_dir, download_progress, resume, resume_best)
         except BaseException:
             _remove_if_empty(self.run_dir)
@@ -589,12 +593,15 @@ class Trainer:
         chance to write (SIGKILL) stays "running" here; its pid and host tell the truth."""
         import socket
 
+        best = getattr(self, "best", None)  # None while the data is still loading
         info = {
             "status": status, "name": self.cfg.name, "pid": os.getpid(),
             "host": socket.gethostname(), "started_at": self.started_at,
-            "updated_at": time.time(), "epochs": self.epochs,
-            "epochs_done": len(self.history), "best_epoch": self._best_epoch_1(),
-            "monitor": self.best.monitor, "best": _finite_or_none(self.best.best),
+            "updated_at": time.time(), "epochs": self.cfg.training.epochs,
+            "epochs_done": len(getattr(self, "history", [])),
+            "best_epoch": self._best_epoch_1() if best is not None else None,
+            "monitor": None if best is None else best.monitor,
+            "best": None if best is None else _finite_or_none(best.best),
             "params": self.model.count_params(),
             "test": getattr(self, "test_metrics", None), "error": error,
         }
