@@ -12,7 +12,7 @@ import numpy as np
 from dlcli.core.backend import get_array_module, to_numpy, xp_for
 from dlcli.core.tensor import Tensor
 from dlcli.errors import DlcliError
-from dlcli.nn.layers.base import Layer, Shape, ShapeError
+from dlcli.nn.layers.base import Layer, Shape, build_in_order
 
 # activations the trainer folds into the loss (softmax/sigmoid + cross-entropy from logits)
 _FUSABLE = ("softmax", "sigmoid")
@@ -51,16 +51,7 @@ class Sequential:
                 "layer 3 (Conv2D): kernel (5, 5) is larger than its input (3, 3, 64)".
         """
         rng = np.random.default_rng(seed)
-        shape: Shape = self.input_shape
-        for i, layer in enumerate(self.layers):
-            layer.params.clear()
-            layer._learnable.clear()
-            layer.regularizers.clear()
-            try:
-                shape = tuple(layer.build(shape, rng))
-            except ShapeError as e:
-                raise ShapeError(f"layer {i} ({type(layer).__name__}): {e}") from None
-        self.output_shape = shape
+        self.output_shape = build_in_order(self.layers, self.input_shape, rng)
         self.built = True
         # the same stream, now past the weights, drives dropout
         self.set_rng(rng)

@@ -331,11 +331,11 @@ class Trainer:
         if s.x_test is not None:
             test_metrics = self.evaluate(s.x_test, s.y_test)
             self._log("test: " + _fmt(test_metrics))
-        self._atomic_write("metrics.json", json.dumps(
+        self._atomic_write("metrics.json", json.dumps(strict(
             {"test": test_metrics, "best_epoch": self._best_epoch_1(),
              "monitor": self.best.monitor,
-             "best": _finite_or_none(self.best.best), "epochs_run": len(self.history),
-             "stopped_epoch": stopped_epoch}, indent=2) + "\n")
+             "best": self.best.best, "epochs_run": len(self.history),
+             "stopped_epoch": stopped_epoch}), indent=2) + "\n")
         self.test_metrics = test_metrics
         self._end("stopped early" if stopped_epoch else "finished")
         return TrainResult(
@@ -601,7 +601,7 @@ class Trainer:
             "epochs_done": len(getattr(self, "history", [])),
             "best_epoch": self._best_epoch_1() if best is not None else None,
             "monitor": None if best is None else best.monitor,
-            "best": None if best is None else _finite_or_none(best.best),
+            "best": None if best is None else best.best,  # strict() below: inf is null
             "params": self.model.count_params(),
             "test": getattr(self, "test_metrics", None), "error": error,
         }
@@ -713,10 +713,6 @@ def _rng_state(rng: Any) -> Any:
     if rng is None or not hasattr(rng, "bit_generator"):
         return None
     return rng.bit_generator.state
-
-
-def _finite_or_none(v: Any) -> Any:
-    return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
 def _fmt(logs: dict[str, Any]) -> str:

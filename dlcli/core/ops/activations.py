@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlcli.core.backend import get_array_module
+from dlcli.core.ops.elementwise import exp
 from dlcli.core.parallel import rowwise
 from dlcli.core.tensor import Function, Tensor
 
@@ -258,17 +259,6 @@ class Softsign(Function):
         return gy / (self.d * self.d)
 
 
-class Exp(Function):
-    """exp(x) (Keras exponential)."""
-
-    def forward(self, x):
-        self.y = get_array_module(x).exp(x)
-        return self.y
-
-    def backward(self, gy):
-        return gy * self.y
-
-
 class LogSigmoid(Function):
     """log(sigmoid(x)) = -softplus(-x), finite for any x."""
 
@@ -418,8 +408,8 @@ def softsign(x: Tensor) -> Tensor:
 
 
 def exponential(x: Tensor) -> Tensor:
-    """exp(x)."""
-    return Exp.apply(x)
+    """exp(x): the elementwise op under Keras's activation name."""
+    return exp(x)
 
 
 def log_sigmoid(x: Tensor) -> Tensor:

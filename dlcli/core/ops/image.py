@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dlcli.core.backend import get_array_module
+from dlcli.core.ops.elementwise import clip
 from dlcli.core.tensor import Function, Tensor
 
 FILL_MODES = ("reflect", "wrap", "nearest", "constant")
@@ -186,20 +187,6 @@ def contrast(x: Tensor, factor: Any) -> Tensor:
     return Contrast.apply(x, factor=xp.asarray(factor))
 
 
-class ClipRange(Function):
-    """min(max(x, lo), hi); the gradient passes where x is inside."""
-
-    def __init__(self, lo: float, hi: float) -> None:
-        self.lo, self.hi = lo, hi
-
-    def forward(self, x):
-        self.inside = (x >= self.lo) & (x <= self.hi)
-        return get_array_module(x).clip(x, self.lo, self.hi)
-
-    def backward(self, gy):
-        return gy * self.inside
-
-
 def clip_range(x: Tensor, lo: float, hi: float) -> Tensor:
     """Values clipped to [lo, hi] (augmentation keeps images in their value range)."""
-    return ClipRange.apply(x, lo=float(lo), hi=float(hi))
+    return clip(x, float(lo), float(hi))

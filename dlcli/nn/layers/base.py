@@ -50,6 +50,25 @@ def pair(value: Any, what: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def build_in_order(layers: list[Layer], input_shape: Shape, rng: np.random.Generator,
+                   label: str = "layer") -> Shape:
+    """Build layers one after the other, each from a clean slate; the last output shape.
+
+    Raises:
+        ShapeError: naming the layer, e.g. "layer 3 (Conv2D): kernel (5, 5) is larger ...".
+    """
+    shape = tuple(input_shape)
+    for i, layer in enumerate(layers):
+        layer.params.clear()
+        layer._learnable.clear()
+        layer.regularizers.clear()
+        try:
+            shape = tuple(layer.build(shape, rng))
+        except ShapeError as e:
+            raise ShapeError(f"{label} {i} ({type(layer).__name__}): {e}") from None
+    return shape
+
+
 class Layer(abc.ABC):
     """Base class. Subclasses set `config` keys from their constructor arguments.
 

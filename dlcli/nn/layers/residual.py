@@ -15,7 +15,7 @@ import numpy as np
 
 from dlcli.core.ops.activations import get_activation
 from dlcli.core.tensor import Tensor
-from dlcli.nn.layers.base import Layer, Shape, ShapeError
+from dlcli.nn.layers.base import Layer, Shape, ShapeError, build_in_order
 
 SHORTCUTS = ("identity", "projection")
 
@@ -62,17 +62,8 @@ class Residual(Layer):
         return self.layers + ([self.projection] if self.projection is not None else [])
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
-        shape = tuple(input_shape)
-        for i, layer in enumerate(self.layers):
-            layer.params.clear()
-            layer._learnable.clear()
-            try:
-                shape = tuple(layer.build(shape, rng))
-            except ShapeError as e:
-                raise ShapeError(f"block layer {i} ({type(layer).__name__}): {e}") from None
+        shape = build_in_order(self.layers, input_shape, rng, label="block layer")
         if self.projection is not None:
-            self.projection.params.clear()
-            self.projection._learnable.clear()
             self.projection.target = shape
             self.projection.build(tuple(input_shape), rng)
         elif shape != tuple(input_shape):
