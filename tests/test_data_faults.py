@@ -13,7 +13,6 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 
 from dlcli.cli.main import main
 from dlcli.config import load_config_text
+from dlcli.config.schema import DataConfig, FileSource
 from dlcli.data import load_splits
 from dlcli.data.files import load_source, read_csv
 from dlcli.errors import DataError
@@ -47,13 +47,9 @@ training: {{epochs: 1}}
 """
 
 
-def cfg(**kw):
-    """A DataConfig-like object, as load_splits reads it."""
-    fields = dict(dataset=None, train=None, validation=None, test=None, validation_split=0.0,
-                  test_split=0.0, normalize="standardize", n_samples=100, noise=0.1,
-                  n_classes=None, n_features=None)
-    fields.update(kw)
-    return SimpleNamespace(**fields)
+def cfg(**kw: object) -> DataConfig:
+    """The data section of a config, as load_splits takes it."""
+    return DataConfig(**{"normalize": "standardize", "n_samples": 100, **kw})
 
 
 def good_npz(path: Path, n: int = 30) -> Path:
@@ -125,7 +121,7 @@ def test_zero_samples_name_the_file(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((0, 4)))
     np.save(tmp_path / "y.npy", np.zeros(0, np.int64))
     np.savez(tmp_path / "z.npz", x=np.zeros((0, 4)), y=np.zeros(0, np.int64))
-    src = {"path": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")}
+    src = FileSource(path=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"))
     for source in (src, str(tmp_path / "z.npz")):
         with pytest.raises(DataError, match=r"holds no samples \(shape \[0, 4\]\)") as e:
             load_splits(cfg(train=source, validation_split=0.2), 0, (4,))
@@ -193,8 +189,8 @@ def test_text_labels_must_be_one_column(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.ones((3, 4)))
     np.save(tmp_path / "y.npy", np.array([["a", "b"]] * 3))
     with pytest.raises(DataError, match=r"the train labels are text of shape \[3, 2\]"):
-        load_splits(cfg(train={"path": str(tmp_path / "x.npy"),
-                               "labels": str(tmp_path / "y.npy")}), 0, (4,))
+        load_splits(cfg(train=FileSource(path=str(tmp_path / "x.npy"),
+                                         labels=str(tmp_path / "y.npy"))), 0, (4,))
 
 
 def test_npy_header_claiming_a_huge_shape_is_refused_before_allocating(tmp_path: Path) -> None:
@@ -204,7 +200,7 @@ def test_npy_header_claiming_a_huge_shape_is_refused_before_allocating(tmp_path:
     (tmp_path / "x.npy").write_bytes(buf.getvalue() + bytes(96))
     np.save(tmp_path / "y.npy", np.zeros(3))
     with pytest.raises(DataError, match=r"cannot read .*x.npy: truncated: the header says shape"):
-        load_source({"path": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")},
+        load_source(FileSource(path=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy")),
                     "data.train")
 
 
@@ -354,7 +350,7 @@ def csv_files(draw: st.DrawFn) -> bytes:
     return data
 
 
-def load_both(source: object, width: int | None, **kw: object) -> None:
+def load_both(source: str | FileSource, width: int | None, **kw: object) -> None:
     """load_source and load_splits either succeed or raise a one-line DataError, and numpy
     warns about nothing (a RuntimeWarning is raised here, and fails the test)."""
     with warnings.catch_warnings():
@@ -362,7 +358,7 @@ def load_both(source: object, width: int | None, **kw: object) -> None:
         _load_both(source, width, **kw)
 
 
-def _load_both(source: object, width: int | None, **kw: object) -> None:
+def _load_both(source: str | FileSource, width: int | None, **kw: object) -> None:
     try:
         load_source(source, "data.train")
     except DataError as e:
@@ -437,7 +433,7 @@ def test_damaged_npy_never_raises_anything_but_data_error(pair: tuple[bytes, byt
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "x.npy").write_bytes(pair[0])
         (Path(tmp) / "y.npy").write_bytes(pair[1])
-        source = {"path": str(Path(tmp) / "x.npy"), "labels": str(Path(tmp) / "y.npy")}
+        source = FileSource(path=str(Path(tmp) / "x.npy"), labels=str(Path(tmp) / "y.npy"))
         load_both(source, None, validation_split=0.25)
 
 

@@ -1,21 +1,19 @@
 """Reading datasets from .npz, .npy pairs, CSV/TSV and IDX pairs."""
 
 import gzip
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from dlcli.config.schema import FileSource
 from dlcli.data.files import file_kind, load_source, read_csv
 from dlcli.data.idx import write_idx
 from dlcli.errors import DataError
 
 
-def src(path, **kw):
-    """A FileSource-like object, as the config gives it."""
-    fields = dict(labels=None, x_key="x", y_key="y", target=-1, header=None)
-    fields.update(kw)
-    return SimpleNamespace(path=str(path), **fields)
+def src(path, labels=None, **kw):
+    """A file source as the config gives it; paths may be Path objects here."""
+    return FileSource(path=str(path), labels=None if labels is None else str(labels), **kw)
 
 
 def test_npz_default_and_custom_keys(tmp_path):
@@ -31,9 +29,9 @@ def test_npz_default_and_custom_keys(tmp_path):
         load_source(src(tmp_path / "e.npz"), "data.train")
 
 
-def test_npz_as_dict_source(tmp_path):
+def test_npz_keys_name_the_split(tmp_path):
     np.savez(tmp_path / "d.npz", a=np.ones((2, 3)), b=np.zeros(2))
-    x, y = load_source({"path": str(tmp_path / "d.npz"), "x_key": "a", "y_key": "b"}, "data.test")
+    x, y = load_source(src(tmp_path / "d.npz", x_key="a", y_key="b"), "data.test")
     assert x.shape == (2, 3) and y.shape == (2,)
 
 

@@ -1,12 +1,22 @@
 """load_splits end to end, splitting, preprocessing, data checks and check_labels."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from dlcli.data import Preprocessor, Splits, builtin, check_labels, download, load_splits
+from dlcli.config import ConfigError, load_config_text
+from dlcli.config.schema import BUILTIN_DATASETS, SYNTHETIC_DATASETS, DataConfig
+from dlcli.data import (
+    SYNTHETIC,
+    Preprocessor,
+    Splits,
+    builtin,
+    check_labels,
+    download,
+    load_splits,
+)
 from dlcli.data.builtin import IDX_FILES
 from dlcli.data.idx import write_idx
 from dlcli.data.preprocess import split_indices
@@ -14,24 +24,8 @@ from dlcli.errors import DataError
 
 
 def cfg(**kw):
-    """A DataConfig-like object with the contract's defaults."""
-    fields = dict(
-        dataset=None,
-        train=None,
-        validation=None,
-        test=None,
-        validation_split=0.0,
-        test_split=0.0,
-        batch_size=32,
-        shuffle=True,
-        normalize="none",
-        n_samples=1000,
-        noise=0.1,
-        n_classes=None,
-        n_features=None,
-    )
-    fields.update(kw)
-    return SimpleNamespace(**fields)
+    """The data section of a config, as load_splits takes it (validated by the schema)."""
+    return DataConfig(**kw)
 
 
 def save_npz(path, x, y):
@@ -85,10 +79,11 @@ def test_split_that_leaves_no_training_samples(tmp_path):
     path = save_npz(tmp_path / "one.npz", np.ones((1, 2)), np.array([0]))
     with pytest.raises(DataError, match=r"data.validation_split=0.5 takes 1 of the 1 samples"):
         load_splits(cfg(train=path, validation_split=0.5), 0, (2,))
-    with pytest.raises(DataError, match="sum must be below 1"):
-        load_splits(cfg(train=path, validation_split=0.5, test_split=0.5), 0, (2,))
-    with pytest.raises(DataError, match=r"data.validation_split must be in \[0, 1\)"):
-        load_splits(cfg(train=path, validation_split=1.0), 0, (2,))
+    # Fractions out of range or summing to 1 and more are the schema's to refuse.
+    with pytest.raises(ValidationError, match="data.test_split must be below 1"):
+        cfg(train=path, validation_split=0.5, test_split=0.5)
+    with pytest.raises(ValidationError, match="validation_split\n.*less than 1"):
+        cfg(train=path, validation_split=1.0)
 
 
 def test_standardize_uses_train_statistics_only(tmp_path):
@@ -228,16 +223,30 @@ def test_task_inference_and_conflicts(tmp_path):
     assert s.task == "regression" and s.y_train.shape == (20, 1)
 
 
+def test_config_errors_the_schema_finds(tmp_path):
+    path = save_npz(tmp_path / "d.npz", np.ones((4, 2)), np.zeros(4, dtype=int))
+    with pytest.raises(ValidationError, match="exactly one of data.dataset"):
+        cfg()
+    with pytest.raises(ValidationError, match="exactly one of data.dataset"):
+        cfg(dataset="moons", train=path)
+    with pytest.raises(ValidationError, match="data.validation or data.validation_split, not "):
+        cfg(train=path, validation=path, validation_split=0.1)
+    with pytest.raises(ValidationError, match="dataset\n.*'spirals'"):
+        cfg(dataset="spiral")
+    text = "data: {dataset: spiral}\nmodel: {input_shape: [2], layers: [{type: Dense, units: 2}]}\n"
+    with pytest.raises(ConfigError, match="did you mean 'spirals'"):
+        load_config_text(text)
+
+
+def test_schema_and_data_know_the_same_datasets():
+    assert set(BUILTIN_DATASETS) == set(builtin.BUILTINS)
+    assert set(SYNTHETIC_DATASETS) == set(SYNTHETIC)
+
+
 def test_config_errors(tmp_path):
     path = save_npz(tmp_path / "d.npz", np.ones((4, 2)), np.zeros(4, dtype=int))
-    with pytest.raises(DataError, match="exactly one of data.dataset"):
-        load_splits(cfg(), 0, (2,))
-    with pytest.raises(DataError, match="exactly one of data.dataset"):
-        load_splits(cfg(dataset="moons", train=path), 0, (2,))
-    with pytest.raises(DataError, match="did you mean 'spirals'"):
-        load_splits(cfg(dataset="spiral"), 0, (2,))
-    with pytest.raises(DataError, match="data.validation .* or data.validation_split, not both"):
-        load_splits(cfg(train=path, validation=path, validation_split=0.1), 0, (2,))
+    with pytest.raises(DataError, match="data.test .* or data.test_split, not both"):
+        load_splits(cfg(train=path, test=path, test_split=0.1), 0, (2,))
     with pytest.raises(DataError, match="data.test: files go with data.train"):
         load_splits(cfg(dataset="moons", test=path), 0, (2,))
     with pytest.raises(DataError, match=r"data.train: file not found: .*missing.npz"):
@@ -266,7 +275,7 @@ def test_builtin_through_load_splits(tmp_path, monkeypatch):
     ):
         write_idx(folder / name, a)
     s = load_splits(
-        cfg(dataset="Fashion-MNIST", validation_split=0.25, normalize="scale"),
+        cfg(dataset="fashion_mnist", validation_split=0.25, normalize="scale"),
         7,
         (28, 28, 1),
         data_dir=str(folder),

@@ -1,7 +1,7 @@
 """Datasets from files: .npz, .npy pairs, CSV/TSV and IDX pairs.
 
-A source is a path string or an object (config FileSource, dict) with path, labels, x_key,
-y_key, target and header. Errors name the config key (e.g. data.train.labels) and the path.
+A source is a path string or the config's FileSource (path, labels, x_key, y_key, target,
+header). Errors name the config key (e.g. data.train.labels) and the path.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -25,34 +25,19 @@ from dlcli.data.idx import is_idx, read_bytes, read_idx
 from dlcli.data.preprocess import check_finite, check_float32_range
 from dlcli.errors import DataError
 
-
-@dataclass(frozen=True)
-class FileSpec:
-    """A file source with its defaults filled in."""
-
-    path: str
-    labels: str | None = None
-    x_key: str = "x"
-    y_key: str = "y"
-    target: str | int = -1
-    header: bool | None = None
+if TYPE_CHECKING:
+    from dlcli.config.schema import FileSource
 
 
-def file_spec(source: Any) -> FileSpec:
-    """Normalize a path string, a config FileSource or a dict into a FileSpec."""
+def file_spec(source: str | os.PathLike[str] | FileSource) -> FileSource:
+    """The FileSource of a source: a plain path gets the default options."""
     if isinstance(source, str | os.PathLike):
-        return FileSpec(path=os.fspath(source))
-    get = source.get if isinstance(source, dict) else lambda k, d=None: getattr(source, k, d)
-    if get("path") is None:
-        raise DataError(f"a data file source needs a path, got {source!r}")
-    return FileSpec(
-        path=os.fspath(get("path")),
-        labels=os.fspath(get("labels")) if get("labels") is not None else None,
-        x_key=get("x_key") or "x",
-        y_key=get("y_key") or "y",
-        target=get("target") if get("target") is not None else -1,
-        header=get("header"),
-    )
+        # Imported here: only a plain path needs the model built, and predict's readers that
+        # import this module should not pull in pydantic and the schema.
+        from dlcli.config.schema import FileSource
+
+        return FileSource(path=os.fspath(source))
+    return source
 
 
 def file_kind(path: Path) -> str:
@@ -86,11 +71,13 @@ class FileData:
         return f"line {int(self.lines[i])}" if self.lines is not None else f"index {i}"
 
 
-def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
+def load_source(
+    source: str | os.PathLike[str] | FileSource, key: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Read features and labels/targets of one split.
 
     Args:
-        source: a path, FileSource or dict (see FileSpec).
+        source: a path, or a FileSource (the config's file source with its options).
         key: the config key, for messages (e.g. "data.train").
     Returns:
         x (N, ...) in the file's dtype, y (N,) or (N, k): numbers, or strings for CSV labels.
@@ -102,11 +89,13 @@ def load_source(source: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.x, data.y
 
 
-def read_source(source: Any, key: str, *, labels_key: str | None = None) -> FileData:
+def read_source(
+    source: str | os.PathLike[str] | FileSource, key: str, *, labels_key: str | None = None
+) -> FileData:
     """Read one split like `load_source`, keeping the file's row of each sample for messages.
 
     Args:
-        source: a path, FileSource or dict (see FileSpec).
+        source: a path, or a FileSource (the config's file source with its options).
         key: names the source in messages: a config key ("data.train") or a CLI option
             ("--data"). For "data.<split>" keys, messages about values name the split.
         labels_key: the CLI option that gives the labels (e.g. "--labels"); None for a config
@@ -196,11 +185,13 @@ def _read_array(path: Path, kind: str, key: str) -> np.ndarray:
     return a
 
 
-def _read_npz(path: Path, spec: FileSpec, key: str, cli: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path, spec: FileSource, key: str, cli: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
             members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
-            for field, name in (("x_key", spec.x_key), ("y_key", spec.y_key)):
+            # an empty key has always meant the default one
+            x_key, y_key = spec.x_key or "x", spec.y_key or "y"
+            for field, name in (("x_key", x_key), ("y_key", y_key)):
                 if name not in members:
                     where = key if cli else f"{key}.{field}"
                     raise DataError(
@@ -209,7 +200,7 @@ def _read_npz(path: Path, spec: FileSpec, key: str, cli: bool) -> tuple[np.ndarr
                 with zf.open(members[name]) as f:
                     _check_npy(f, members[name].file_size, f"{key}: cannot read {path} ({name})")
         with np.load(path, allow_pickle=False) as z:
-            x, y = z[spec.x_key], z[spec.y_key]
+            x, y = z[x_key], z[y_key]
     except (*_NUMPY_READ_ERRORS, zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError) as e:
         # RuntimeError: zipfile's "encrypted" and (NotImplementedError) "unsupported version"
         raise DataError(f"{key}: cannot read {path}: {_one_line(e)}") from None

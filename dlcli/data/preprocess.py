@@ -241,3 +241,23 @@ def fit_input_shape(x: np.ndarray, input_shape: tuple[int, ...], split: str) -> 
         f"the {split} data has per-sample shape {list(got)} but model.input_shape is "
         f"{list(want)}{hint}"
     )
+
+
+def model_inputs(x: np.ndarray, shape: tuple[int, ...], split: str) -> np.ndarray:
+    """Inputs checked (numbers) and shaped as the model takes them; finiteness is checked
+    when they are read, where rows can still be named by their place in the file."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"the {split} inputs are not numbers (dtype {x.dtype})")
+    return fit_input_shape(x, shape, split)
+
+
+def normalize_inputs(preprocessor: Preprocessor, x: np.ndarray, split: str) -> np.ndarray:
+    """preprocessor.apply(x), refused when float32 overflows (values near its limit)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = preprocessor.apply(x)
+    if not np.isfinite(out).all():
+        raise DataError(
+            f"the {split} inputs overflow float32 after normalize: {preprocessor.mode} (their "
+            f"values come close to float32's limit, about 3.4e38); rescale them"
+        )
+    return out
