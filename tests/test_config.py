@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -12,7 +13,6 @@ from dlcli.config import (
     Config,
     ConfigError,
     config_json_schema,
-    infer_mode,
     load_config,
     load_config_text,
     resolved_yaml,
@@ -33,7 +33,10 @@ from dlcli.config.schema import (
     SGDConfig,
     TopKAccuracyConfig,
 )
+from dlcli.core.ops.conv import pair
 from dlcli.nn.from_config import build_model
+from dlcli.nn.layers import Conv2D
+from dlcli.train.losses import LOSS_ALIASES, LossSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -134,6 +137,23 @@ def test_kernel_size_rejects(value: str) -> None:
     assert "pair" in issue.message and issue.line == 5
 
 
+@pytest.mark.parametrize("value", [3, [3, 5], (2, 1), 0, [3], [3, 3, 3], "3", "33", True,
+                                   [3, -1], 2.5, [2.0, 2], {1: 2, 3: 4}, None])
+def test_schema_layers_and_ops_share_one_int_or_pair_rule(value: object) -> None:
+    # one parser: the schema accepts exactly what the layer and the op accept
+    def accepted(make: object) -> bool:
+        try:
+            make()
+        except ValueError:  # a pydantic ValidationError is one too
+            return False
+        return True
+
+    by_op = accepted(lambda: pair(value, "kernel_size"))
+    by_layer = accepted(lambda: Conv2D(1, value))
+    by_schema = accepted(lambda: Conv2DConfig(type="Conv2D", filters=1, kernel_size=value))
+    assert by_op == by_layer == by_schema == (value in (3, [3, 5], (2, 1))), value
+
+
 @pytest.mark.parametrize("reg,l1,l2", [("{l1: 0.01}", 0.01, 0.0), ("{l2: 1e-4}", 0.0, 1e-4),
                                        ("{l1: 1, l2: 2}", 1.0, 2.0)])
 def test_regularizers(reg: str, l1: float, l2: float) -> None:
@@ -157,6 +177,15 @@ def test_loss_forms_and_aliases() -> None:
     assert cfg.loss_name == "mean_absolute_error"
     (issue,) = issues(MINIMAL + "loss: {type: mse, delta: 2.0}\n")
     assert issue.path == "loss" and "huber" in issue.message
+
+
+@pytest.mark.parametrize("alias", sorted(LOSS_ALIASES))
+def test_the_config_and_the_trainer_read_one_alias_table(alias: str) -> None:
+    name = LOSS_ALIASES[alias]
+    text = MINIMAL.replace("sigmoid", "linear")
+    assert load(text + f"loss: {alias}\n").loss == name == LossSpec.from_config(alias).name
+    assert load(text + f"loss: {{type: {alias}}}\n").loss_name == name
+    assert LossSpec.from_config({"type": alias}).name == name
 
 
 def test_metric_forms() -> None:
@@ -195,16 +224,6 @@ def test_data_needs_exactly_one_source() -> None:
 
 
 # -- cross-section checks -------------------------------------------------------------------------
-@pytest.mark.parametrize("name,mode", [
-    ("loss", "min"), ("val_loss", "min"), ("data_loss", "min"), ("val_mse", "min"),
-    ("mae", "min"), ("val_rmse", "min"), ("accuracy", "max"), ("val_accuracy", "max"),
-    ("top_k_accuracy", "max"), ("precision", "max"), ("val_recall", "max"), ("f1", "max"),
-    ("val_r2", "max"), ("lr", None), ("seconds", None),
-])
-def test_infer_mode(name: str, mode: str | None) -> None:
-    assert infer_mode(name) == mode
-
-
 def test_monitor_names_follow_validation_data() -> None:
     cfg = load(MINIMAL + "metrics: [accuracy, {type: top_k_accuracy, k: 2}]\n")
     assert cfg.monitor_names() == ["loss", "accuracy", "top_k_accuracy"]
@@ -491,7 +510,6 @@ def test_example_configs(path: Path) -> None:
     assert lines[0] == "# yaml-language-server: $schema=./dlcli.schema.json"
     assert lines[1].startswith("# ") and len(lines[1]) > 20  # says what the example shows
     build_model(load_config(path))
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "configs" / "dlcli.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(yaml.load(path.read_text(),
                                                                Loader=yaml.SafeLoader))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from dlcli.core.gradcheck import check_forward, check_grad
-from dlcli.core.ops.conv import conv2d, conv_output_size, resolve_padding
+from dlcli.core.ops.conv import conv2d, conv_output_size, normalize_padding, resolve_padding
 from dlcli.core.ops.norm import batch_norm, dropout
 from dlcli.core.ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from dlcli.core.tensor import Tensor
+from dlcli.nn.layers import Conv2D, MaxPool2D
 
 STRIDES = [1, 2, (1, 2)]
 PADDINGS = ["valid", "same", 1, ((0, 1), (2, 0))]
@@ -245,9 +246,30 @@ def test_global_avg_pool():
     check_grad(global_avg_pool2d, [x])
 
 
+@pytest.mark.parametrize(("given", "canonical"), [
+    ("SAME", "same"), ("valid", "valid"), (np.int64(2), 2), ([1, 0], (1, 0)),
+    ([[0, 1], [2, 0]], ((0, 1), (2, 0))), ([1, [0, 2]], ((1, 1), (0, 2))),
+])
+def test_one_padding_parser_for_the_layer_and_the_ops(given, canonical):
+    assert normalize_padding(given) == canonical
+    assert Conv2D(1, 3, padding=given).padding == canonical  # the layer keeps the canonical form
+    assert resolve_padding(given, (5, 5), 3, 1) == resolve_padding(canonical, (5, 5), 3, 1)
+
+
+@pytest.mark.parametrize("bad", ["full", -1, (1, 2, 3), True, (1.5, 1), ((0, -1), (0, 0)), None])
+def test_one_padding_parser_refuses_alike(bad):
+    for parse in (normalize_padding, lambda p: Conv2D(1, 3, padding=p),
+                  lambda p: resolve_padding(p, (5, 5), 3, 1)):
+        with pytest.raises(ValueError, match="padding must be 'valid', 'same', an int >= 0"):
+            parse(bad)
+
+
 def test_pool_rejects_bad_padding():
-    with pytest.raises(ValueError):
+    # pools take no explicit padding, in the layer and in the op alike
+    with pytest.raises(ValueError, match="padding must be 'valid' or 'same', got 1"):
         max_pool2d(Tensor(np.zeros((1, 4, 4, 1))), 2, padding=1)
+    with pytest.raises(ValueError, match="padding must be 'valid' or 'same', got 1"):
+        MaxPool2D(padding=1)
 
 
 # -- batch_norm ----------------------------------------------------------------------------

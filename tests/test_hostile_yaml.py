@@ -284,6 +284,16 @@ def test_the_limit_names_the_layer_that_crosses_it() -> None:
     assert sum(layer.params for layer in plan.layers) * 4 > MAX_WEIGHT_BYTES
 
 
+def test_a_shape_error_points_at_its_layer() -> None:
+    # the failing layer is neither the first nor the last, so a wrong index shows
+    model = ModelConfig.model_validate({"input_shape": [2], "layers": [
+        {"type": "Dense", "units": 4}, {"type": "Dense", "units": 4}, {"type": "Flatten"},
+        {"type": "Dense", "units": 2}]})
+    ((loc, message),) = plan_model(model).problems
+    assert loc == ("model", "layers", 2)
+    assert message == "layer 2 (Flatten): the input (4,) is already flat"
+
+
 def test_huge_activations_and_inputs_are_refused() -> None:
     conv = {"type": "Conv2D", "filters": 64, "kernel_size": 3, "padding": "same"}
     model = ModelConfig.model_validate({"input_shape": [4096, 4096, 3], "layers": [conv]})

@@ -8,8 +8,8 @@ import pytest
 from dlcli.core.tensor import Tensor
 from dlcli.nn.layers import Dense
 from dlcli.nn.sequential import Sequential
+from dlcli.train.evaluate import evaluate_model
 from dlcli.train.losses import LossSpec
-from dlcli.train.trainer import evaluate_model
 
 
 def model(units: int, activation: str | None, seed: int = 0) -> Sequential:

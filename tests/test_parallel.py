@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from dlcli.core import get_num_threads, parallel, set_num_threads
 from dlcli.core.gradcheck import check_grad
@@ -133,7 +134,6 @@ def test_exception_in_a_worker_chunk_propagates(split_everything):
 
 
 def test_one_thread_restores_blas_limits(split_everything):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
 
     def blas_threads():
         pools = threadpoolctl.threadpool_info()
@@ -149,7 +149,6 @@ def test_one_thread_restores_blas_limits(split_everything):
 
 
 def test_gemms_go_to_blas_threads_when_nothing_else_is_split(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     monkeypatch.setattr(parallel, "_gemms_since_split", parallel._QUIET_GEMMS)
     rng = np.random.default_rng(4)
     a, b = _rand(rng, 64, 96), _rand(rng, 96, 80)  # big enough for BLAS, too small to split

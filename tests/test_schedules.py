@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from dlcli.train.callbacks import MonitorError
+from dlcli.train.monitor import MonitorError
 from dlcli.train.schedules import (
     SCHEDULES,
     CosineDecay,
@@ -148,7 +148,6 @@ def test_reduce_on_plateau_missing_key():
 
 
 def test_reduce_on_plateau_auto_mode():
-    pytest.importorskip("dlcli.config.schema")
     assert ReduceOnPlateau(0.1, monitor="val_accuracy").monitor.mode == "max"
     assert ReduceOnPlateau(0.1, monitor="val_loss").monitor.mode == "min"
 

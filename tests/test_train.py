@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from dlcli.cli.main import main
 from dlcli.config import load_config_text
 from dlcli.errors import DlcliError
-from dlcli.io.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from dlcli.io.checkpoint import load_checkpoint, save_checkpoint
+from dlcli.nn.restore import restore_model
 from dlcli.train.evaluate import evaluate_checkpoint
 from dlcli.train.trainer import Interrupted, NullReporter, Trainer
 

@@ -1,7 +1,9 @@
 """The experiment config: pydantic models that are the single source of truth for the YAML file.
 
 Every model forbids unknown keys so a typo is an error, not a silently ignored setting. Layers,
-optimizers and schedules are discriminated unions on `type`; defaults are Keras's.
+optimizers and schedules are discriminated unions on `type`; defaults are Keras's (an optimizer's
+are read from its constructor). The rules the trainer applies too (an int or a pair, loss aliases,
+which way a metric improves) are imported from where they are implemented, not written again.
 
 Example:
     cfg = Config.model_validate(yaml.safe_load(text))
@@ -34,6 +36,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dlcli.config.errors import Loc, SourceMap, closest
+from dlcli.core.ops.conv import pair
+from dlcli.train.losses import canonical_loss_name
+from dlcli.train.monitor import infer_mode
+from dlcli.train.optimizers import OPTIMIZERS, optimizer_fields
 
 # -- scalar types -------------------------------------------------------------------------------
 # Strict ints and bools: YAML already types its scalars, so "units: '128'" or "units: yes" is a
@@ -61,21 +67,17 @@ ConfigName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 def _int_or_pair(value: Any) -> int | tuple[int, int]:
-    def positive(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
-
-    if positive(value):
-        return value
-    if isinstance(value, list | tuple) and len(value) == 2 and all(positive(v) for v in value):
-        return (value[0], value[1])
-    raise PydanticCustomError(
-        "int_or_pair", "expected a positive int or a pair [height, width] of positive ints "
-        f"(at most {MAX_SIZE})"
-    )
-
-
-def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
+    """The value as given (an int stays an int in the resolved config), checked by the ops' rule."""
+    try:
+        size = pair(value, "size")
+    except ValueError:
+        size = None
+    if size is None or max(size) > MAX_SIZE:
+        raise PydanticCustomError(
+            "int_or_pair", "expected a positive int or a pair [height, width] of positive ints "
+            f"(at most {MAX_SIZE})"
+        )
+    return value if isinstance(value, int) else size
 
 
 # One validator instead of `int | tuple[int, int]` so a bad value gives one clear error, not one
@@ -333,10 +335,12 @@ class Conv2DConfig(_WeightedLayer):
     @classmethod
     def _not_with_strides(cls, dilation: Any, info: ValidationInfo) -> Any:
         strides = info.data.get("strides")  # absent when strides itself is invalid
-        if strides is not None and max(_as_pair(strides)) > 1 and max(_as_pair(dilation)) > 1:
+        if strides is None:
+            return dilation
+        s, d = pair(strides, "strides"), pair(dilation, "dilation_rate")
+        if max(s) > 1 and max(d) > 1:
             raise ValueError(f"strides > 1 together with dilation_rate > 1 is not supported (as "
-                             f"in Keras); got strides {_as_pair(strides)} and dilation_rate "
-                             f"{_as_pair(dilation)}")
+                             f"in Keras); got strides {s} and dilation_rate {d}")
         return dilation
 
 
@@ -402,6 +406,9 @@ class BatchNormConfig(LayerConfigBase):
     gamma_initializer: InitializerSpec = "ones"
     moving_mean_initializer: InitializerSpec = "zeros"
     moving_variance_initializer: InitializerSpec = "ones"
+    synchronized: StrictBool = Field(
+        False, description="Under MPI (mpiexec -n N dlcli train): batch statistics over every "
+        "rank's share of the batch, not each rank's own (Keras's argument); alone: no effect")
 
     @field_validator("beta_initializer", "gamma_initializer", "moving_mean_initializer",
                      "moving_variance_initializer")
@@ -638,14 +645,7 @@ LossName = Literal[
     "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
     "mean_squared_error", "mse", "mean_absolute_error", "mae", "huber",
 ]  # fmt: skip
-LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
-
-
-def _canonical_loss(name: str) -> str:
-    return LOSS_ALIASES.get(name, name)
-
-
-CanonicalLossName = Annotated[LossName, AfterValidator(_canonical_loss)]
+CanonicalLossName = Annotated[LossName, AfterValidator(canonical_loss_name)]
 
 
 class LossConfig(StrictModel):
@@ -672,7 +672,7 @@ class LossConfig(StrictModel):
         return self
 
 
-LossSpec = Annotated[
+LossNameOrConfig = Annotated[
     Union[Annotated[CanonicalLossName, Tag("<name>")], Annotated[LossConfig, Tag("<mapping>")]],  # noqa: UP007
     Discriminator(lambda v: "<mapping>" if isinstance(v, dict | BaseModel) else "<name>"),
 ]
@@ -696,7 +696,7 @@ _TopKDict = Annotated[
     AfterValidator(lambda m: m.model_dump()),
     PlainSerializer(lambda v: dict(v)),
 ]
-MetricSpec = Annotated[
+MetricNameOrConfig = Annotated[
     Union[Annotated[MetricName, Tag("<name>")], Annotated[_TopKDict, Tag("<mapping>")]],  # noqa: UP007
     Discriminator(lambda v: "<mapping>" if isinstance(v, dict | BaseModel) else "<name>"),
 ]
@@ -711,19 +711,29 @@ def _learning_rate(default: float) -> Any:
     )
 
 
+# Keras's defaults have one home, the optimizers' constructors: the configs read them there
+_COMMON = optimizer_fields()
+_DEFAULTS = {name: optimizer_fields(name) for name in OPTIMIZERS}
+
+
 class OptimizerConfigBase(StrictModel):
     """Fields every optimizer has."""
 
-    weight_decay: NonNegativeFloat | None = Field(None, description="Decoupled weight decay")
-    clipnorm: PositiveFloat | None = Field(None, description="Clip each gradient to this norm")
-    clipvalue: PositiveFloat | None = Field(None, description="Clip gradient values to +-this")
+    weight_decay: NonNegativeFloat | None = Field(
+        _COMMON["weight_decay"], description="Decoupled weight decay")
+    clipnorm: PositiveFloat | None = Field(
+        _COMMON["clipnorm"], description="Clip each gradient to this norm")
+    clipvalue: PositiveFloat | None = Field(
+        _COMMON["clipvalue"], description="Clip gradient values to +-this")
     global_clipnorm: PositiveFloat | None = Field(
-        None, description="Clip all gradients together to this global norm")
+        _COMMON["global_clipnorm"], description="Clip all gradients together to this global norm")
     gradient_accumulation_steps: PositiveInt | None = Field(
-        None, description="Update every n steps with the mean of the n gradients")
+        _COMMON["gradient_accumulation_steps"],
+        description="Update every n steps with the mean of the n gradients")
     use_ema: StrictBool = Field(
-        False, description="Evaluate and save an exponential moving average of the weights")
-    ema_momentum: Annotated[float, Field(strict=False, ge=0, le=1)] = 0.99
+        _COMMON["use_ema"],
+        description="Evaluate and save an exponential moving average of the weights")
+    ema_momentum: Annotated[float, Field(strict=False, ge=0, le=1)] = _COMMON["ema_momentum"]
 
     @model_validator(mode="before")
     @classmethod
@@ -738,57 +748,59 @@ Beta = Annotated[float, Field(strict=True, ge=0, lt=1)]
 
 class SGDConfig(OptimizerConfigBase):
     type: Literal["sgd"] = "sgd"
-    learning_rate: float = _learning_rate(0.01)
-    momentum: Beta = 0.0
-    nesterov: StrictBool = False
+    learning_rate: float = _learning_rate(_DEFAULTS["sgd"]["learning_rate"])
+    momentum: Beta = _DEFAULTS["sgd"]["momentum"]
+    nesterov: StrictBool = _DEFAULTS["sgd"]["nesterov"]
 
 
 class RMSpropConfig(OptimizerConfigBase):
     type: Literal["rmsprop"] = "rmsprop"
-    learning_rate: float = _learning_rate(0.001)
-    rho: Beta = 0.9
-    momentum: Beta = 0.0
-    epsilon: PositiveFloat = 1e-7
-    centered: StrictBool = False
+    learning_rate: float = _learning_rate(_DEFAULTS["rmsprop"]["learning_rate"])
+    rho: Beta = _DEFAULTS["rmsprop"]["rho"]
+    momentum: Beta = _DEFAULTS["rmsprop"]["momentum"]
+    epsilon: PositiveFloat = _DEFAULTS["rmsprop"]["epsilon"]
+    centered: StrictBool = _DEFAULTS["rmsprop"]["centered"]
 
 
 class AdagradConfig(OptimizerConfigBase):
     type: Literal["adagrad"] = "adagrad"
-    learning_rate: float = _learning_rate(0.001)
-    initial_accumulator_value: NonNegativeFloat = 0.1
-    epsilon: PositiveFloat = 1e-7
+    learning_rate: float = _learning_rate(_DEFAULTS["adagrad"]["learning_rate"])
+    initial_accumulator_value: NonNegativeFloat = (
+        _DEFAULTS["adagrad"]["initial_accumulator_value"])
+    epsilon: PositiveFloat = _DEFAULTS["adagrad"]["epsilon"]
 
 
 class AdadeltaConfig(OptimizerConfigBase):
     type: Literal["adadelta"] = "adadelta"
-    learning_rate: float = _learning_rate(0.001)
-    rho: Beta = 0.95
-    epsilon: PositiveFloat = 1e-7
+    learning_rate: float = _learning_rate(_DEFAULTS["adadelta"]["learning_rate"])
+    rho: Beta = _DEFAULTS["adadelta"]["rho"]
+    epsilon: PositiveFloat = _DEFAULTS["adadelta"]["epsilon"]
 
 
 class AdamConfig(OptimizerConfigBase):
     type: Literal["adam"] = "adam"
-    learning_rate: float = _learning_rate(0.001)
-    beta_1: Beta = 0.9
-    beta_2: Beta = 0.999
-    epsilon: PositiveFloat = 1e-7
-    amsgrad: StrictBool = False
+    learning_rate: float = _learning_rate(_DEFAULTS["adam"]["learning_rate"])
+    beta_1: Beta = _DEFAULTS["adam"]["beta_1"]
+    beta_2: Beta = _DEFAULTS["adam"]["beta_2"]
+    epsilon: PositiveFloat = _DEFAULTS["adam"]["epsilon"]
+    amsgrad: StrictBool = _DEFAULTS["adam"]["amsgrad"]
 
 
-class AdamWConfig(AdamConfig):
+class AdamWConfig(AdamConfig):  # AdamW is Adam with its own weight_decay default
     type: Literal["adamw"] = "adamw"
-    weight_decay: NonNegativeFloat | None = Field(0.004, description="Decoupled weight decay")
+    weight_decay: NonNegativeFloat | None = Field(
+        _DEFAULTS["adamw"]["weight_decay"], description="Decoupled weight decay")
 
 
 class AdamaxConfig(OptimizerConfigBase):
     type: Literal["adamax"] = "adamax"
-    learning_rate: float = _learning_rate(0.001)
-    beta_1: Beta = 0.9
-    beta_2: Beta = 0.999
-    epsilon: PositiveFloat = 1e-7
+    learning_rate: float = _learning_rate(_DEFAULTS["adamax"]["learning_rate"])
+    beta_1: Beta = _DEFAULTS["adamax"]["beta_1"]
+    beta_2: Beta = _DEFAULTS["adamax"]["beta_2"]
+    epsilon: PositiveFloat = _DEFAULTS["adamax"]["epsilon"]
 
 
-class NadamConfig(AdamaxConfig):
+class NadamConfig(AdamaxConfig):  # Nadam takes Adamax's options with the same defaults
     type: Literal["nadam"] = "nadam"
 
 
@@ -902,6 +914,10 @@ class TrainingConfig(StrictModel):
     epochs: PositiveInt = 10
     lr_schedule: ScheduleConfig = Field(default_factory=ConstantSchedule)
     early_stopping: EarlyStoppingConfig | None = None
+    device_data_fraction: Annotated[float, Field(strict=True, ge=0, le=1)] = Field(
+        0.5, description="device: gpu only: upload the training arrays once when they take at "
+                         "most this fraction of the GPU's memory, else stage each batch through "
+                         "pinned host memory (0: always stage)")
 
 
 # -- experiment trackers (optional extras; dlcli.track builds them) -----------------------------
@@ -974,8 +990,9 @@ class Config(StrictModel):
     device: Literal["cpu", "gpu"] = "cpu"
     data: DataConfig
     model: ModelConfig
-    loss: LossSpec = Field("categorical_crossentropy", description="A loss name or {type, ...}")
-    metrics: list[MetricSpec] = Field(
+    loss: LossNameOrConfig = Field(
+        "categorical_crossentropy", description="A loss name or {type, ...}")
+    metrics: list[MetricNameOrConfig] = Field(
         default_factory=list, description="Metric names, or {type: top_k_accuracy, k: 3}"
     )
     optimizer: OptimizerConfig = Field(default_factory=AdamConfig)
@@ -1098,24 +1115,6 @@ def _softmax_over_one_unit(layers: list[Any], loss: Any) -> Loc | None:
     if (isinstance(loss, LossConfig) and loss.from_logits and layer.activation in (None, "linear")
             and loss.type in ("categorical_crossentropy", "sparse_categorical_crossentropy")):
         return ("loss", "from_logits")  # the loss applies the softmax
-    return None
-
-
-_MIN_SUFFIXES = ("mse", "mae", "rmse")
-_MAX_NAMES = ("accuracy", "top_k_accuracy", "precision", "recall", "f1", "r2")
-
-
-def infer_mode(name: str) -> Literal["min", "max"] | None:
-    """Whether a monitored value should go down ("min") or up ("max"); None when unknown.
-
-    Example:
-        infer_mode("val_loss") == "min"; infer_mode("val_accuracy") == "max"
-    """
-    base = name.removeprefix("val_")
-    if "loss" in base or base.endswith(_MIN_SUFFIXES):
-        return "min"
-    if base.endswith(_MAX_NAMES):
-        return "max"
     return None
 
 

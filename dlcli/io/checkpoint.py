@@ -415,35 +415,3 @@ def _size(n: int) -> str:
             return f"{n:,} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} bytes"
-
-
-def restore_model(ckpt: Checkpoint) -> tuple[Any, Any]:
-    """Rebuild (config, model) from a checkpoint, weights and BatchNorm statistics included.
-
-    Raises:
-        CheckpointError: a config this dlcli cannot build, weights that do not fit it, or
-            preprocessing statistics for another number of input features.
-    """
-    from dlcli.config import ConfigError, validate_config
-    from dlcli.errors import DlcliError
-    from dlcli.nn.from_config import build_model
-
-    try:
-        cfg = validate_config(ckpt.config)
-        model = build_model(cfg)
-    except ConfigError as e:
-        issues = "; ".join(line.strip() for line in str(e).splitlines())
-        raise _error(f"the checkpoint's config is not valid for this dlcli: {issues}") from e
-    except DlcliError as e:  # a layer that refuses its arguments, shapes that do not chain
-        raise _error(f"the checkpoint's config does not build a model: {e}") from e
-    try:
-        model.set_weights(ckpt.weights)
-    except (ValueError, TypeError) as e:
-        raise _error(f"the checkpoint's weights do not fit its model: {e}") from e
-    prep = ckpt.meta.get("preprocessing")
-    offset = prep.get("offset") if isinstance(prep, dict) else None
-    features = cfg.model.input_shape[-1] if cfg.model.input_shape else 1
-    if offset is not None and len(offset) not in (1, features):
-        raise _error(f"the checkpoint's preprocessing has statistics for {len(offset)} "
-                     f"features but its model takes {features} (the last input axis)")
-    return cfg, model

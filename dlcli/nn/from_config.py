@@ -76,12 +76,19 @@ def _make_layers(model: ModelConfig, problems: list[tuple[Loc, str]]) -> list[La
     return layers
 
 
-def _dry_build(layer: Layer, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...],
-                                                                   dict[str, tuple[int, ...]]]:
+def _dry_build(layer: Layer, index: int, input_shape: tuple[int, ...]
+               ) -> tuple[tuple[int, ...], dict[str, tuple[int, ...]]]:
     """(output shape, weight shapes) from layer.build, with no weight allocated (shapes_only:
-    add_weight notes shapes instead, for the layers inside a block too)."""
+    add_weight notes shapes instead, for the layers inside a block too).
+
+    Raises:
+        ShapeError: with layer_index set to `index`, as Sequential.build raises it.
+    """
     with shapes_only() as notes:
-        output = layer.build(input_shape, None)  # type: ignore[arg-type]  # no rng: nothing drawn
+        try:
+            output = layer.build(input_shape, None)  # type: ignore[arg-type]  # no rng: no draws
+        except ShapeError as err:
+            raise err.at(index, layer) from None
     own = f"{layer.name or type(layer).__name__}/"
     weights = {k.removeprefix(own): v for k, v in notes.items()}
     return tuple(int(n) for n in output), weights
@@ -115,9 +122,9 @@ def plan_model(model: ModelConfig, batch_size: int | None = None) -> ModelPlan:
         loc: Loc = ("model", "layers", i)
         kind = type(layer).__name__
         try:
-            shape, weights = _dry_build(layer, shape)
-        except ShapeError as err:  # the message Sequential.build gives, at the layer's key
-            plan.problems.append((loc, f"layer {i} ({kind}): {err}"))
+            shape, weights = _dry_build(layer, i, shape)
+        except ShapeError as err:  # worded as Sequential.build words it, at the layer's key
+            plan.problems.append((("model", "layers", err.layer_index), str(err)))
             return plan
         step = LayerPlan(i, spec.layer_type, shape, weights)
         plan.layers.append(step)

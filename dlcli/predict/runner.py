@@ -82,7 +82,8 @@ class CheckpointModel:
     def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:
         from dlcli.core.backend import xp_for
         from dlcli.data import Preprocessor
-        from dlcli.io.checkpoint import load_checkpoint, resolve_path, restore_model
+        from dlcli.io.checkpoint import load_checkpoint, resolve_path
+        from dlcli.nn.restore import restore_model
         from dlcli.train.losses import LossSpec
 
         ckpt = _weights_file(path) or load_checkpoint(path)

@@ -365,8 +365,9 @@ def plot_filters(source: Path, out: Path) -> Path:
     """
     require("matplotlib", "plot", "plotting")
     from dlcli.core.backend import to_numpy
-    from dlcli.io.checkpoint import load_checkpoint, restore_model
+    from dlcli.io.checkpoint import load_checkpoint
     from dlcli.nn.layers import Conv2D, Dense
+    from dlcli.nn.restore import restore_model
 
     _, model = restore_model(load_checkpoint(_checkpoint_of(Path(source))))
     shape = tuple(int(d) for d in model.input_shape)

@@ -13,7 +13,12 @@ CLASSIFICATION_LOSSES = {
     "sparse_categorical_crossentropy",
     "binary_crossentropy",
 }
-ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+
+
+def canonical_loss_name(name: str) -> str:
+    """The loss's full Keras name: "mse" -> "mean_squared_error"; other names as given."""
+    return LOSS_ALIASES.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,9 @@ class LossSpec:
     @classmethod
     def from_config(cls, loss: Any) -> LossSpec:
         if isinstance(loss, str):
-            return cls(ALIASES.get(loss, loss))
+            return cls(canonical_loss_name(loss))
         d = loss if isinstance(loss, dict) else loss.model_dump()
-        name = ALIASES.get(d["type"], d["type"])
+        name = canonical_loss_name(d["type"])
         return cls(name, bool(d.get("from_logits") or False), float(d.get("delta") or 1.0),
                    float(d.get("label_smoothing") or 0.0))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from dlcli.train.callbacks import Monitor
+from dlcli.train.monitor import Monitor
 
 
 class Schedule:
@@ -123,7 +123,7 @@ class ReduceOnPlateau(Schedule):
     """Keras ReduceLROnPlateau: after `patience` epochs without improvement of `monitor`
     (by more than min_delta), lr = max(lr * factor, min_lr), then wait `cooldown` epochs.
 
-    mode "auto" is resolved from the monitored name by dlcli.config.schema.infer_mode.
+    mode "auto" is resolved from the monitored name by dlcli.train.monitor.infer_mode.
     """
 
     type = "reduce_on_plateau"

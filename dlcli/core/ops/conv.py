@@ -17,26 +17,66 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any
 
-from dlcli.core.backend import get_array_module
+from dlcli.core.backend import get_array_module, reshape_view
 from dlcli.core.parallel import pcopyto, pmatmul, rowwise, rowwise_sum
 from dlcli.core.tensor import Function, Tensor
 
 Pair = tuple[int, int]
-Padding = tuple[Pair, Pair]
+Padding = tuple[Pair, Pair]  # explicit ((top, bottom), (left, right))
+PaddingSpec = str | int | tuple[Any, ...]  # as given: "valid", "same", an int or pairs
 
 
-def _pair(v: Any, what: str) -> Pair:
-    """An int or a pair of ints as a pair of positive ints."""
-    pair = (v, v) if isinstance(v, Integral) else v
+def pair(value: Any, what: str) -> Pair:
+    """An int or a pair of ints (kernel size, strides, pool size, dilation) as a pair of ints >= 1.
+
+    The one parser of this rule: the config schema, the layers and the ops all call it.
+
+    Raises:
+        ValueError: naming `what`, e.g. "kernel_size must be an int or a pair of ints, got [3]".
+    """
+    items = (value, value) if isinstance(value, Integral) else value
     try:
-        if any(isinstance(i, bool) or not isinstance(i, Integral) for i in pair):
+        if not isinstance(items, list | tuple):  # a str or a dict also unpacks into two
             raise TypeError
-        a, b = (int(i) for i in pair)
+        a, b = items
+        if any(isinstance(i, bool) or not isinstance(i, Integral) for i in (a, b)):
+            raise TypeError
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}") from None
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}") from None
     if a < 1 or b < 1:
-        raise ValueError(f"{what} must be positive, got {v!r}")
-    return a, b
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return int(a), int(b)
+
+
+def _non_negative(v: Any) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool) and v >= 0
+
+
+def normalize_padding(padding: Any, allow_explicit: bool = True) -> PaddingSpec:
+    """A padding spec in its canonical form: 'valid' or 'same' (any case given), or when
+    explicit padding is allowed (Conv2D) an int, (ph, pw) or ((top, bottom), (left, right)).
+
+    Raises:
+        ValueError: saying which forms are accepted.
+    """
+    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
+        return padding.lower()
+    if allow_explicit:
+        if _non_negative(padding):
+            return int(padding)
+        if isinstance(padding, list | tuple) and len(padding) == 2:
+            if all(_non_negative(p) for p in padding):
+                return int(padding[0]), int(padding[1])
+            # a pair per axis; an int for one axis and a pair for the other too (YAML lists)
+            per_axis = [(p, p) if _non_negative(p) else p for p in padding]
+            if all(isinstance(p, list | tuple) and len(p) == 2 and all(map(_non_negative, p))
+                   for p in per_axis):
+                (t, b), (l, r) = per_axis
+                return (int(t), int(b)), (int(l), int(r))
+        expected = "'valid', 'same', an int >= 0, (ph, pw) or ((top, bottom), (left, right))"
+    else:
+        expected = "'valid' or 'same'"
+    raise ValueError(f"padding must be {expected}, got {padding!r}")
 
 
 def _same_pad(size: int, k: int, s: int) -> Pair:
@@ -59,38 +99,24 @@ def resolve_padding(padding: Any, in_hw: tuple[int, int], kernel: Any, strides: 
     Example:
         resolve_padding("same", (28, 28), 3, 1) == ((1, 1), (1, 1))
     """
-    kh, kw = _pair(kernel, "kernel size")
-    sh, sw = _pair(strides, "strides")
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return (0, 0), (0, 0)
-        if mode == "same":
-            return _same_pad(int(in_hw[0]), kh, sh), _same_pad(int(in_hw[1]), kw, sw)
-        raise ValueError(f"padding must be 'valid', 'same', an int or pairs, got {padding!r}")
-    if isinstance(padding, Integral) and not isinstance(padding, bool):
-        pads: Any = ((int(padding), int(padding)),) * 2
-    else:
-        try:
-            first, second = padding
-            pads = tuple((p, p) if isinstance(p, Integral) else tuple(p) for p in (first, second))
-            (t, b), (l, r) = pads
-            if any(isinstance(p, bool) or not isinstance(p, Integral) for p in (t, b, l, r)):
-                raise TypeError
-            pads = ((int(t), int(b)), (int(l), int(r)))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"padding must be 'valid', 'same', an int, (ph, pw) or ((top, bottom), "
-                f"(left, right)), got {padding!r}"
-            ) from None
-    if min(pads[0] + pads[1]) < 0:
-        raise ValueError(f"padding must not be negative, got {padding!r}")
-    return pads
+    kh, kw = pair(kernel, "kernel size")
+    sh, sw = pair(strides, "strides")
+    spec = normalize_padding(padding)
+    if spec == "valid":
+        return (0, 0), (0, 0)
+    if spec == "same":
+        return _same_pad(int(in_hw[0]), kh, sh), _same_pad(int(in_hw[1]), kw, sw)
+    if isinstance(spec, int):
+        return (spec, spec), (spec, spec)
+    ph, pw = spec
+    if isinstance(ph, int):  # (ph, pw): the same on both sides
+        return (ph, ph), (pw, pw)
+    return spec
 
 
 def effective_kernel(kernel: Any, dilation: Any) -> Pair:
     """The extent (k - 1) * d + 1 a kernel covers with dilation d, per axis (TF's rule)."""
-    (kh, kw), (dh, dw) = _pair(kernel, "kernel size"), _pair(dilation, "dilation_rate")
+    (kh, kw), (dh, dw) = pair(kernel, "kernel size"), pair(dilation, "dilation_rate")
     return (kh - 1) * dh + 1, (kw - 1) * dw + 1
 
 
@@ -170,7 +196,8 @@ def _im2col(
     if c < _FEW_CHANNELS:
         buf = xp.empty((k + ones, m), dtype=xpad.dtype)
         # batch axis first, so that threads can take a share of the images each
-        rows = buf[:k].reshape(kh, kw, c, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)
+        # the rows are written through this view of buf (reshape_view: never a silent copy)
+        rows = reshape_view(buf[:k], (kh, kw, c, n, ho, wo)).transpose(3, 0, 1, 2, 4, 5)
 
         def fill(rows: Any, windows: Any) -> None:
             for i in range(kh):
@@ -184,7 +211,7 @@ def _im2col(
     if kh == kw == sh == sw == 1 and not ones and may_view:
         return windows.reshape(m, k)  # 1x1 stride 1: a free view of x
     buf = xp.empty((m, k + ones), dtype=xpad.dtype)
-    pcopyto(buf[:, :k].reshape(windows.shape), windows)
+    pcopyto(reshape_view(buf[:, :k], windows.shape), windows)  # written through: a view
     if ones:
         buf[:, k] = 1
     return buf
@@ -326,8 +353,8 @@ def conv2d(
     Example:
         y = conv2d(x, W, b, strides=1, padding="same", dilation_rate=2)
     """
-    hyper = {"strides": _pair(strides, "strides"), "padding": padding,
-             "dilation": _pair(dilation_rate, "dilation_rate")}
+    hyper = {"strides": pair(strides, "strides"), "padding": padding,
+             "dilation": pair(dilation_rate, "dilation_rate")}
     if b is None:
         return Conv2D.apply(x, W, **hyper)
     return Conv2D.apply(x, W, b, **hyper)

@@ -13,8 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.core.backend import get_array_module
-from dlcli.core.ops.conv import Padding, _pair, conv_output_size, pad_hw, resolve_padding
+from dlcli.core.backend import get_array_module, reshape_view
+from dlcli.core.ops.conv import (
+    Padding,
+    conv_output_size,
+    normalize_padding,
+    pad_hw,
+    pair,
+    resolve_padding,
+)
 from dlcli.core.parallel import rowwise
 from dlcli.core.tensor import Function, Tensor
 
@@ -48,7 +55,7 @@ class _Pool(Function):
         n, _, _, c = a.shape
         (ph, pw), (sh, sw), (ho, wo) = self.pool, self.strides, self.out_hw
         if self.tiles:
-            a6 = a.reshape(n, ho, ph, wo, pw, c)
+            a6 = reshape_view(a, (n, ho, ph, wo, pw, c))  # backward writes through it
             return [a6[:, :, p, :, q] for p in range(ph) for q in range(pw)]
         return [
             a[:, p : p + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw]
@@ -186,13 +193,11 @@ class GlobalAvgPool2D(Function):
 
 
 def _pool_args(pool_size: Any, strides: Any, padding: Any) -> dict[str, Any]:
-    pool = _pair(pool_size, "pool_size")
-    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-        raise ValueError(f"pooling padding must be 'valid' or 'same', got {padding!r}")
+    pool = pair(pool_size, "pool_size")
     return {
         "pool_size": pool,
-        "strides": pool if strides is None else _pair(strides, "strides"),
-        "padding": padding.lower(),
+        "strides": pool if strides is None else pair(strides, "strides"),
+        "padding": normalize_padding(padding, allow_explicit=False),
     }
 
 

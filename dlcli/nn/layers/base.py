@@ -34,20 +34,21 @@ class ShapeError(DlcliError, ValueError):
     """A layer cannot take the shape it is given (raised at build, before any data).
 
     A DlcliError too: a model that does not fit its input is a mistake in the user's config.
+    `layer_index` and `layer_type` name the failing layer once a model or block has caught it
+    (see `at`); the message is built from them, so no reader needs to parse it.
     """
 
+    def __init__(self, problem: str, layer_index: int | None = None,
+                 layer_type: str | None = None, label: str = "layer") -> None:
+        self.problem = problem
+        self.layer_index = layer_index
+        self.layer_type = layer_type
+        where = "" if layer_index is None else f"{label} {layer_index} ({layer_type}): "
+        super().__init__(where + problem)
 
-def pair(value: Any, what: str) -> tuple[int, int]:
-    """An int or a pair of ints (kernel_size, strides, pool_size) as a pair of positive ints."""
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        a, b = items
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}") from None
-    for v in (a, b):
-        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{what} must be positive integers, got {value!r}")
-    return int(a), int(b)
+    def at(self, index: int, layer: Layer, label: str = "layer") -> ShapeError:
+        """This error as raised by the layer at `index` of a model ("block layer" in a block)."""
+        return ShapeError(str(self), index, type(layer).__name__, label)
 
 
 def build_in_order(layers: list[Layer], input_shape: Shape, rng: np.random.Generator,
@@ -65,7 +66,7 @@ def build_in_order(layers: list[Layer], input_shape: Shape, rng: np.random.Gener
         try:
             shape = tuple(layer.build(shape, rng))
         except ShapeError as e:
-            raise ShapeError(f"{label} {i} ({type(layer).__name__}): {e}") from None
+            raise e.at(i, layer, label) from None
     return shape
 
 

@@ -8,40 +8,22 @@ import numpy as np
 
 from dlcli.core import ops
 from dlcli.core.ops.activations import get_activation
-from dlcli.core.ops.conv import effective_kernel, resolve_padding
+from dlcli.core.ops.conv import (
+    PaddingSpec,
+    effective_kernel,
+    normalize_padding,
+    pair,
+    resolve_padding,
+)
 from dlcli.core.tensor import Tensor
 from dlcli.nn.initializers import get_initializer
-from dlcli.nn.layers.base import Layer, Shape, ShapeError, pair
+from dlcli.nn.layers.base import Layer, Shape, ShapeError
 from dlcli.nn.regularizers import get_regularizer, regularizer_config
-
-Padding = str | int | tuple[Any, ...]
-
-
-def normalize_padding(padding: Any, allow_explicit: bool = True) -> Padding:
-    """'valid' | 'same' (any case), or for Conv2D: int, (ph, pw), ((top, bottom), (left, right))."""
-    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
-        return padding.lower()
-    if allow_explicit:
-        if isinstance(padding, int | np.integer) and not isinstance(padding, bool) and padding >= 0:
-            return int(padding)
-        if isinstance(padding, list | tuple) and len(padding) == 2:
-            if all(isinstance(p, int | np.integer) and not isinstance(p, bool) and p >= 0
-                   for p in padding):
-                return (int(padding[0]), int(padding[1]))
-            if all(isinstance(p, list | tuple) and len(p) == 2 for p in padding):
-                flat = [v for p in padding for v in p]
-                if all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0
-                       for v in flat):
-                    return ((int(flat[0]), int(flat[1])), (int(flat[2]), int(flat[3])))
-        expected = "'valid', 'same', an int >= 0, (ph, pw) or ((top, bottom), (left, right))"
-    else:
-        expected = "'valid' or 'same'"
-    raise ValueError(f"padding must be {expected}, got {padding!r}")
 
 
 def spatial_output(
     kind: str, input_shape: Shape, window: tuple[int, int], strides: tuple[int, int],
-    padding: Padding, dilation: tuple[int, int] = (1, 1),
+    padding: PaddingSpec, dilation: tuple[int, int] = (1, 1),
 ) -> tuple[int, int]:
     """Output (height, width) of a window sliding over (H, W, C); ShapeError if none fits.
 
@@ -84,7 +66,7 @@ class Conv2D(Layer):
         filters: int,
         kernel_size: int | tuple[int, int],
         strides: int | tuple[int, int] = 1,
-        padding: Padding = "valid",
+        padding: PaddingSpec = "valid",
         dilation_rate: int | tuple[int, int] = 1,
         activation: str | None = None,
         use_bias: bool = True,

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from dlcli.core import ops
+from dlcli.core.ops.conv import normalize_padding, pair
 from dlcli.core.tensor import Tensor
-from dlcli.nn.layers.base import Layer, Shape, ShapeError, pair
-from dlcli.nn.layers.conv import normalize_padding, spatial_output
+from dlcli.nn.layers.base import Layer, Shape, ShapeError
+from dlcli.nn.layers.conv import spatial_output
 
 
 class _Pool2D(Layer):
