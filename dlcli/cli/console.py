@@ -1,7 +1,8 @@
 """All terminal output goes through here; the only module that imports rich.
 
 Messages are printed as plain text (no markup parsing), so a key path like model.layers[3] is
-shown as written.
+shown as written. rich is imported on the first output, not with this module, so that commands
+that print little (`dlcli --help`) start fast.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from dlcli.jsonsafe import strict
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 # Console objects look up sys.stdout/sys.stderr when they print, so click's test runner (which
 # swaps them) captures the output.
@@ -38,17 +39,30 @@ def _silence_stdout() -> None:
         pass
 
 
-class _Console(Console):
+@cache
+def _console_class() -> type[Console]:
     """rich's Console, except that a closed pipe silences it instead of exiting with 1."""
+    from rich.console import Console
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        if not self.stderr:
-            _silence_stdout()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            if not self.stderr:
+                _silence_stdout()
+
+    return _Console
 
 
-_out = _Console(highlight=False, soft_wrap=True)
-_err = _Console(stderr=True, highlight=False, soft_wrap=True)
+@cache
+def _out() -> Console:
+    """The one stdout console, made on first use."""
+    return _console_class()(highlight=False, soft_wrap=True)
+
+
+@cache
+def _err() -> Console:
+    """The one stderr console, made on first use."""
+    return _console_class()(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _emit(write: Any, *args: Any) -> None:
@@ -64,29 +78,37 @@ def _emit(write: Any, *args: Any) -> None:
 
 def error(message: str) -> None:
     """An error for the user, on stderr: `error: <message>`."""
-    _err.print(Text.assemble(("error: ", "bold red"), message))
+    from rich.text import Text
+
+    _err().print(Text.assemble(("error: ", "bold red"), message))
 
 
 def warning(message: str) -> None:
     """A warning on stderr."""
-    _err.print(Text.assemble(("warning: ", "bold yellow"), message))
+    from rich.text import Text
+
+    _err().print(Text.assemble(("warning: ", "bold yellow"), message))
 
 
 def info(message: str) -> None:
     """A plain line on stdout."""
-    _emit(_out.print, Text(message))
+    from rich.text import Text
+
+    _emit(_out().print, Text(message))
 
 
 def success(message: str) -> None:
     """A line on stdout saying something worked."""
-    _emit(_out.print, Text(message, style="green"))
+    from rich.text import Text
+
+    _emit(_out().print, Text(message, style="green"))
 
 
 def raw(text: str) -> None:
     """Text exactly as given (JSON, YAML) on stdout: no styling, no wrapping."""
     def write(text: str) -> None:
-        _out.file.write(text if text.endswith("\n") else text + "\n")
-        _out.file.flush()
+        _out().file.write(text if text.endswith("\n") else text + "\n")
+        _out().file.flush()
 
     _emit(write, text)
 
@@ -113,20 +135,24 @@ def table(
         right_align: indexes of numeric columns.
         footer: lines printed under the table.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(show_lines=False, header_style="bold")
     for i, name in enumerate(columns):
         t.add_column(name, justify="right" if i in right_align else "left", no_wrap=True)
     for row in rows:
         t.add_row(*(Text(cell) for cell in row))
+    out = _out()
     if title:
-        _emit(_out.print, Text(title))
+        _emit(out.print, Text(title))
     # never squeeze the table: wider than the terminal is better than wrapped cells
-    needed = _out.measure(t, options=_out.options.update_width(10_000)).maximum
-    wide = _Console(file=_out.file, width=max(_out.width, needed), highlight=False,
-                   force_terminal=_out.is_terminal, no_color=_out.no_color)
+    needed = out.measure(t, options=out.options.update_width(10_000)).maximum
+    wide = _console_class()(file=out.file, width=max(out.width, needed), highlight=False,
+                            force_terminal=out.is_terminal, no_color=out.no_color)
     _emit(wide.print, t)
     for line in footer:
-        _emit(_out.print, Text(line))
+        _emit(out.print, Text(line))
 
 
 @contextmanager
@@ -139,9 +165,11 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
                 ...
                 bar.advance()
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=_err, transient=False, disable=not _err.is_terminal,
+        console=_err(), transient=False, disable=not _err().is_terminal,
     )
     with bar:
         task = bar.add_task(description, total=total)
@@ -178,17 +206,25 @@ class TrainProgress:
     def message(self, text: str) -> None:
         self.close()  # a live bar would tangle with the line
         if not self.quiet:
-            _emit(_out.print, Text(text))
+            from rich.text import Text
+
+            _emit(_out().print, Text(text))
 
     def epoch_begin(self, epoch: int, epochs: int, n_batches: int) -> None:
-        if self.quiet or not _err.is_terminal:
+        if self.quiet or not _err().is_terminal:
             return
-        from rich.progress import TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
-            TextColumn("loss {task.fields[loss]}"), console=_err, transient=True,
+            TextColumn("loss {task.fields[loss]}"), console=_err(), transient=True,
         )
         self._bar.start()
         self._task = self._bar.add_task("train", total=n_batches, epoch=f"{epoch + 1}/{epochs}",
@@ -214,10 +250,10 @@ class TrainProgress:
 @contextmanager
 def download_progress() -> Iterator[Any]:
     """A callback progress(done_bytes, total_bytes_or_None) that drives a rich download bar."""
-    from rich.progress import DownloadColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     bar = Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   console=_err, transient=True, disable=not _err.is_terminal)
+                   console=_err(), transient=True, disable=not _err().is_terminal)
     task = None
 
     def update(done: int, total: int | None) -> None:
@@ -234,9 +270,12 @@ def download_progress() -> Iterator[Any]:
 
 def kv_table(title: str, values: dict[str, Any]) -> None:
     """A two-column table of names and numbers (metrics)."""
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=title, header_style="bold", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for k, v in values.items():
         t.add_row(Text(k), Text(f"{v:.4f}" if isinstance(v, float) else str(v)))
-    _emit(_out.print, t)
+    _emit(_out().print, t)

@@ -7,12 +7,13 @@ import json
 import click
 
 from dlcli.cli import console
-from dlcli.config import config_json_schema
 from dlcli.errors import DlcliError
 
 
 def schema_text() -> str:
     """The schema as committed in configs/dlcli.schema.json."""
+    from dlcli.config import config_json_schema
+
     return json.dumps(config_json_schema(), indent=2) + "\n"
 
 
