@@ -61,6 +61,16 @@ def test_random_inputs_when_the_data_is_gone(config: Path, tmp_path: Path) -> No
     assert "random inputs" in res.output and "all 10 weights pass" in res.output
 
 
+def test_labels_out_of_range_are_an_error(config: Path, tmp_path: Path) -> None:
+    # the cross-entropy op does not check labels, so the data check must run here
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "img.npz", x=rng.integers(0, 256, (40, 9, 9, 2), dtype=np.uint8),
+             y=np.arange(40) % 5)
+    res = CliRunner().invoke(main, ["gradcheck", str(config)])
+    assert res.exit_code == 2, res.output
+    assert "label" in res.output and "Traceback" not in res.output
+
+
 def test_a_broken_backward_fails_with_exit_1(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dlcli.core.ops import activations
 

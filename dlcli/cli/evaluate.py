@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from dlcli.cli import console
+from dlcli.cli.options import device_option
 from dlcli.errors import DlcliError
-from dlcli.train.evaluate import evaluate_checkpoint, write_confusion_plot
 
 
 @click.command("eval")
@@ -24,13 +24,17 @@ from dlcli.train.evaluate import evaluate_checkpoint, write_confusion_plot
 @click.option("--plots", type=click.Path(file_okay=False),
               help="Folder for confusion_matrix.png (default: the checkpoint's run directory); "
                    "written when matplotlib (dlcli[plot]) is installed.")
+@device_option
 def evaluate(checkpoint: str, data: str | None, labels: str | None, split: str,
              data_dir: str | None, batch_size: int | None, as_json: bool,
-             plots: str | None) -> None:
+             plots: str | None, device: str) -> None:
     """Evaluate CHECKPOINT: loss, metrics, confusion matrix and per-class scores."""
+    from dlcli.train.evaluate import evaluate_checkpoint, write_confusion_plot
+
     with console.download_progress() as progress:
         report = evaluate_checkpoint(checkpoint, data=data, split=split, labels=labels,
-                                     data_dir=data_dir, batch_size=batch_size, progress=progress)
+                                     data_dir=data_dir, batch_size=batch_size, progress=progress,
+                                     device=device)
     try:
         picture = write_confusion_plot(report, plots)
     except DlcliError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dlcli.cli import console
+from dlcli.cli.options import device_option
 
 
 @click.command()
@@ -17,8 +18,9 @@ from dlcli.cli import console
               help="ONNX: compare onnxruntime with dlcli on a batch and fail above 1e-4.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder searched first for built-in datasets (verification inputs).")
+@device_option
 def export(checkpoint: str, output: str, fmt: str | None, verify: bool,
-           data_dir: str | None) -> None:
+           data_dir: str | None, device: str) -> None:
     """Export the model of CHECKPOINT for use outside dlcli.
 
     ONNX files take raw inputs as the dataset stores them (the preprocessing is inside the
@@ -27,7 +29,8 @@ def export(checkpoint: str, output: str, fmt: str | None, verify: bool,
     """
     from dlcli.export import export_checkpoint
 
-    report = export_checkpoint(checkpoint, output, fmt, verify=verify, data_dir=data_dir)
+    report = export_checkpoint(checkpoint, output, fmt, verify=verify, data_dir=data_dir,
+                               device=device)
     size = report.bytes / 1e6
     console.success(f"wrote {report.path} ({report.format}, {size:.2f} MB, "
                     f"{report.parameters:,} parameters)")

@@ -22,3 +22,12 @@ def set_option(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Override a config value before validation, e.g. --set optimizer.learning_rate=0.01"
              " or --set model.layers[7].rate=0.5 (values are YAML). Repeatable.",
     )(func)
+
+
+def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--device cpu|gpu`: where a checkpoint runs, whatever device it was trained on."""
+    return click.option(
+        "--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+        help="Run on the CPU (numpy) or a GPU (cupy: the dlcli[gpu] extra), whatever device "
+             "the checkpoint was trained on.",
+    )(func)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dlcli.cli import console
+from dlcli.cli.options import device_option
 
 _SHOWN = 100  # rows printed in the terminal table; -o writes them all
 _BAR_FROM = 2000  # inputs from which a progress bar is shown
@@ -24,8 +25,9 @@ _BAR_FROM = 2000  # inputs from which a progress bar is shown
               help="Inference batch size.")
 @click.option("--resize", is_flag=True,
               help="Resize images to the model's height and width instead of refusing them.")
+@device_option
 def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
-            batch_size: int, resize: bool) -> None:
+            batch_size: int, resize: bool, device: str) -> None:
     """Run MODEL (a checkpoint or an exported .onnx file) on INPUT files.
 
     INPUT: .npy/.npz arrays, CSV/TSV tables (features, optionally with the target column),
@@ -46,7 +48,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, output: str | None,
                 bar["task"].advance(n)
 
         preds = run(model, list(inputs), batch_size=batch_size, resize=resize,
-                    progress=advance, before=before)
+                    progress=advance, before=before, device=device)
     import numpy as np
 
     if not np.isfinite(preds.outputs).all():

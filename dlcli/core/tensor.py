@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.core.backend import DEFAULT_DTYPE, get_array_module
+from dlcli.core.backend import DEFAULT_DTYPE, get_array_module, host_float, to_host
 
 _grad_enabled = True
 
@@ -91,8 +91,18 @@ def _as_tensors(inputs: tuple[Any, ...]) -> tuple[Tensor, ...]:
         return tuple(Tensor(x) for x in inputs)
     xp = get_array_module(like.data)
     return tuple(
-        x if isinstance(x, Tensor) else Tensor(xp.asarray(x, dtype=like.data.dtype)) for x in inputs
+        x if isinstance(x, Tensor)
+        else _scalar(x, like.data.dtype) if isinstance(x, int | float) and not isinstance(x, bool)
+        else Tensor(xp.asarray(x, dtype=like.data.dtype)) for x in inputs
     )
+
+
+def _scalar(value: float, dtype: Any) -> Tensor:
+    """A Python number as a constant holding a numpy scalar of `dtype`: ops get it as a kernel
+    argument, where an array would be a new device allocation and upload on every call."""
+    t = Tensor.__new__(Tensor)
+    t.data, t.grad, t.requires_grad, t.name, t._op = dtype.type(value), None, False, None, None
+    return t
 
 
 class Tensor:
@@ -139,12 +149,10 @@ class Tensor:
         return f"Tensor({self.data!r}{grad})"
 
     def numpy(self) -> np.ndarray:
-        from dlcli.core.backend import to_numpy
-
-        return to_numpy(self.data)
+        return to_host(self.data)
 
     def item(self) -> float:
-        return float(self.data.reshape(-1)[0]) if self.data.size == 1 else _not_scalar(self)
+        return host_float(self.data) if self.data.size == 1 else _not_scalar(self)
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph."""

@@ -76,6 +76,7 @@ def export_checkpoint(
     verify: bool = True,
     data_dir: str | None = None,
     verify_samples: int = 512,
+    device: str = "cpu",
 ) -> ExportReport:
     """Export the model of `checkpoint` to `output`.
 
@@ -88,12 +89,14 @@ def export_checkpoint(
         DlcliError: a bad checkpoint, an unknown format, a layer without a conversion, a file
             that cannot be written, a missing extra; VerificationError (exit 1).
     """
+    from dlcli.core.backend import xp_for
     from dlcli.predict.runner import CheckpointModel
 
     fmt = format_for(output, fmt)
     out = Path(output)
     if out.is_dir():
         raise DlcliError(f"{out} is a folder; give a file name, e.g. {out / ('model.' + fmt)}")
+    xp = xp_for(device)  # no GPU for --device gpu: one error before anything is read
     source = CheckpointModel(checkpoint)  # loads, validates and rebuilds the model (CPU)
     model, info = source.model, source.info
     meta = _metadata(info, str(info.source))
@@ -109,6 +112,7 @@ def export_checkpoint(
                                metadata=meta)
             tmp.write_bytes(proto.SerializeToString())
             if verify:
+                model.to(xp)  # dlcli's side of the comparison runs on `device`
                 report.verification = verify_onnx(tmp, source, data_dir, verify_samples)
         elif fmt == "safetensors":
             from dlcli.export.weights import write_safetensors

@@ -26,14 +26,16 @@ def _csv_target(config: dict[str, Any]) -> str | int | None:
 def predict(
     model_path: str, inputs: list[str], *, batch_size: int = 256, resize: bool = False,
     progress: Callable[[int], None] | None = None, before: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> Predictions:
     """Outputs of a checkpoint or .onnx model for files of raw inputs.
 
     Args:
         before: called with the number of inputs once they are read (to size a progress bar).
         progress: called with the number of inputs done after each batch.
+        device: "cpu" or "gpu" for a checkpoint (an .onnx file runs in onnxruntime).
     """
-    model = open_model(model_path)
+    model = open_model(model_path, device=device)
     data = read_inputs(inputs, model.info.input_shape, resize=resize,
                        target=_csv_target(model.info.config))
     if before is not None:

@@ -11,13 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.core.backend import xp_for
+from dlcli.config.schema import FileSource
+from dlcli.core import Tensor, no_grad
+from dlcli.core.backend import get_array_module, to_host, xp_for
 from dlcli.data import Preprocessor, check_labels, load_splits, prepare_data
 from dlcli.errors import DataError, DlcliError
-from dlcli.io.checkpoint import load_checkpoint, resolve_path, restore_model
+from dlcli.io.checkpoint import load_checkpoint, resolve_path
+from dlcli.nn.restore import restore_model
+from dlcli.nn.sequential import Sequential
 from dlcli.train.losses import LossSpec
-from dlcli.train.metrics import confusion_matrix, per_class_report, predicted_labels, true_labels
-from dlcli.train.trainer import evaluate_model
+from dlcli.train.metrics import (
+    compute_metrics,
+    confusion_matrix,
+    per_class_report,
+    predicted_labels,
+    true_labels,
+)
 
 
 @dataclass
@@ -59,6 +68,41 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def evaluate_model(
+    model: Sequential, loss: LossSpec, x: np.ndarray, y: np.ndarray, batch_size: int,
+    metrics: list[Any], n_classes: int, unsmoothed: bool = False,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Loss and metrics of `model` on (x, y) at inference, in batches; also the outputs.
+
+    unsmoothed: with label smoothing, also `unsmoothed_loss`, the loss on the true labels.
+    """
+    xp = get_array_module(model.weights[0].data) if model.weights else np
+    # sums and outputs stay on the device and are read once at the end (two transfers);
+    # float64 sums of float32 losses times batch sizes, as Python floats would add them
+    total, plain_total, outputs = xp.zeros((), np.float64), xp.zeros((), np.float64), []
+    with no_grad():
+        reg = model.regularization_loss()
+        for i in range(0, len(x), batch_size):
+            xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
+            value, out, plain = loss.compute(model, Tensor(xb), yb, training=False,
+                                             plain=unsmoothed)
+            total += value.data.astype(np.float64) * len(xb)
+            if plain is not None:
+                plain_total += plain.data.astype(np.float64) * len(xb)
+            outputs.append(out)
+    penalty = xp.zeros((), np.float64) if reg is None else reg.data.astype(np.float64)
+    total, plain_total, penalty = (float(v) for v in to_host(xp.stack([total, plain_total,
+                                                                       penalty])))
+    y_out = to_host(xp.concatenate(outputs))
+    logs = {"loss": total / len(x) + penalty}
+    if unsmoothed and loss.label_smoothing:
+        logs["unsmoothed_loss"] = plain_total / len(x) + penalty
+    if metrics:
+        logs.update(compute_metrics(metrics, y, y_out, loss.task, n_classes))
+    return logs, y_out
+
+
+
 def evaluate_checkpoint(
     path: str | os.PathLike[str],
     data: str | None = None,
@@ -67,6 +111,7 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     batch_size: int | None = None,
     progress: Any = None,
+    device: str = "cpu",
 ) -> EvalReport:
     """Evaluate the model in a checkpoint on its test split, another split, or a data file.
 
@@ -75,6 +120,7 @@ def evaluate_checkpoint(
         data: a data file (npz, npy, CSV, IDX) to use instead of the configured split.
         split: "test", "validation" or "train" of the configured data when `data` is None.
         labels: the labels file (.npy or IDX) of a `data` file that holds features only.
+        device: "cpu" or "gpu", whatever device the checkpoint was trained on.
     Returns:
         An EvalReport; `warnings` says when the model's outputs or metrics are not finite.
     Raises:
@@ -82,7 +128,7 @@ def evaluate_checkpoint(
     """
     ckpt = load_checkpoint(path)
     cfg, model = restore_model(ckpt)
-    model.to(xp_for(cfg.device))
+    model.to(xp_for(device))
     loss = LossSpec.from_config(cfg.loss)
     meta = ckpt.meta
     class_names = meta.get("class_names")
@@ -92,7 +138,7 @@ def evaluate_checkpoint(
     if labels is not None and data is None:
         raise DataError("--labels goes with --data (the labels of that file)")
     if data is not None:
-        source = data if labels is None else {"path": data, "labels": labels}
+        source = data if labels is None else FileSource(path=data, labels=labels)
         x, y = prepare_data(source, shape, preprocessor, loss.task, class_names)
         check_labels(y, units, loss.name, source=data)
         described = data

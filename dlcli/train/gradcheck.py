@@ -61,14 +61,17 @@ class GradcheckReport:
 
 def _batch(cfg: Config, loss: LossSpec, n: int, units: int, data_dir: str | None,
            seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    from dlcli.data import load_splits
+    from dlcli.data import check_labels, load_splits
 
     try:
         s = load_splits(cfg.data, cfg.seed, tuple(cfg.model.input_shape), data_dir=data_dir,
                         task=loss.task)
-        return s.x_train[:n], s.y_train[:n], f"{min(n, len(s.x_train))} train samples of {s.source}"
     except DlcliError:
-        pass
+        s = None
+    if s is not None:
+        # the ops do not check labels: out-of-range ones would give zero loss rows silently
+        check_labels(s.y_train, units, loss.name, source=s.source)
+        return s.x_train[:n], s.y_train[:n], f"{min(n, len(s.x_train))} train samples of {s.source}"
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *cfg.model.input_shape))
     if loss.task == "regression":

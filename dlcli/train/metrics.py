@@ -6,16 +6,20 @@ binary. A binary output counts as positive when its probability is > 0.5 (Keras'
 precision/recall/f1 are of the positive class for a binary output and macro-averaged over all
 n_classes for softmax outputs (Keras F1Score(average="macro")); anything divided by zero is 0.0.
 Regression: `y_out` and `y_true` are (N, k) floats; r2 is averaged over the k outputs.
+
+`RunningMetrics` gives the same values from sums kept on the device batch by batch (training
+reads them once per epoch); `compute_metrics` works on whole host arrays (evaluation).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from dlcli.core.backend import to_numpy
+from dlcli.core.backend import get_array_module, to_host
 
 CLASSIFICATION_METRICS = ("accuracy", "top_k_accuracy", "precision", "recall", "f1")
 REGRESSION_METRICS = ("mse", "mae", "rmse", "r2")
@@ -37,7 +41,7 @@ def is_binary_output(y_out: np.ndarray) -> bool:
 
 def predicted_labels(y_out: Any) -> np.ndarray:
     """Class predictions from probabilities: argmax, or > 0.5 for a binary output. (N,) int64."""
-    y_out = to_numpy(y_out)
+    y_out = to_host(y_out)
     if is_binary_output(y_out):
         return (y_out.reshape(-1) > 0.5).astype(np.int64)
     return y_out.argmax(axis=-1).astype(np.int64)
@@ -45,7 +49,7 @@ def predicted_labels(y_out: Any) -> np.ndarray:
 
 def true_labels(y_true: Any, binary: bool = False) -> np.ndarray:
     """Integer labels (N,) from int labels, one-hot rows, or 0/1 floats for binary."""
-    y_true = to_numpy(y_true)
+    y_true = to_host(y_true)
     if binary:
         return (y_true.reshape(-1) > 0.5).astype(np.int64)
     if y_true.ndim == 2 and y_true.shape[1] > 1:  # one-hot or probabilities
@@ -55,8 +59,8 @@ def true_labels(y_true: Any, binary: bool = False) -> np.ndarray:
 
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
     """(n_classes, n_classes) int64 counts; rows are true classes, columns predicted ones."""
-    t = np.asarray(to_numpy(y_true)).reshape(-1).astype(np.int64)
-    p = np.asarray(to_numpy(y_pred)).reshape(-1).astype(np.int64)
+    t = np.asarray(to_host(y_true)).reshape(-1).astype(np.int64)
+    p = np.asarray(to_host(y_pred)).reshape(-1).astype(np.int64)
     if t.shape != p.shape:
         raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
     for name, a in (("y_true", t), ("y_pred", p)):
@@ -136,13 +140,20 @@ def _binary_counts(labels: np.ndarray, y_out: np.ndarray) -> tuple[int, int, int
     return tp, fp, fn
 
 
+def _prf_binary(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p, r = float(_div(tp, tp + fp)), float(_div(tp, tp + fn))
+    return p, r, float(_div(2 * p * r, p + r))
+
+
+def _prf_macro(cm: np.ndarray) -> tuple[float, float, float]:
+    p, r, f = (float(np.mean(a)) for a in _prf_from_confusion(cm))
+    return p, r, f
+
+
 def _prf(labels: np.ndarray, y_out: np.ndarray, binary: bool, n_classes: int) -> tuple:
     if binary:
-        tp, fp, fn = _binary_counts(labels, y_out)
-        p, r = float(_div(tp, tp + fp)), float(_div(tp, tp + fn))
-        return p, r, float(_div(2 * p * r, p + r))
-    cm = confusion_matrix(labels, predicted_labels(y_out), n_classes)
-    return tuple(float(np.mean(a)) for a in _prf_from_confusion(cm))
+        return _prf_binary(*_binary_counts(labels, y_out))
+    return _prf_macro(confusion_matrix(labels, predicted_labels(y_out), n_classes))
 
 
 def precision(labels: np.ndarray, y_out: np.ndarray, binary: bool, n_classes: int) -> float:
@@ -243,7 +254,7 @@ def compute_metrics(
     parsed = [parse_metric(spec) for spec in names]
     if not parsed:
         return {}
-    y_true_np, y_out_np = to_numpy(y_true), to_numpy(y_out)
+    y_true_np, y_out_np = to_host(y_true), to_host(y_out)
     if y_true_np.shape[0] != y_out_np.shape[0]:
         raise ValueError(f"{y_true_np.shape[0]} targets but {y_out_np.shape[0]} outputs")
     results: dict[str, float] = {}
@@ -265,11 +276,202 @@ def compute_metrics(
     probs = y_out_np.astype(np.float64)
     if n_classes is None:
         n_classes = 2 if binary else probs.shape[-1]
+    # label values are checked when the data enters (dlcli.data.check_labels), not per call
     labels = true_labels(y_true_np, binary)
-    if not binary and labels.size and (labels.min() < 0 or labels.max() >= probs.shape[-1]):
-        raise ValueError(f"labels outside [0, {probs.shape[-1] - 1}] for {probs.shape[-1]} outputs")
     for name, params in parsed:
         if name not in CLASSIFICATION_METRICS:
             raise ValueError(f"metric '{name}' is for regression, not classification")
         results[name] = METRICS[name](labels, probs, binary, n_classes, **params)
     return results
+
+
+# metrics an epoch needs every output for (the rest are sums of per-batch counts)
+GATHERED_METRICS = ("r2",)
+
+
+class RunningMetrics:
+    """An epoch's metrics from sums kept on the device, batch by batch: nothing is read back
+    until `result()`, which reads every sum in one transfer.
+
+    The values are compute_metrics's over the whole epoch: accuracy, top-k, precision, recall
+    and f1 from exact counts (a confusion matrix for softmax outputs), mse/mae/rmse from float64
+    sums; r2 needs all outputs, which are kept on the device and read once at the end.
+
+    Example:
+        m = RunningMetrics(["accuracy"], "classification", 10, (10,))
+        for xb, yb in batches:
+            m.update(yb, model(xb).data)
+        m.result()  # {"accuracy": ...}
+    """
+
+    def __init__(self, names: list[str | dict[str, Any]], task: str, n_classes: int | None,
+                 output_shape: tuple[int, ...]) -> None:
+        self.parsed = [parse_metric(spec) for spec in names]
+        self.task = task
+        self.binary = len(output_shape) == 0 or output_shape[-1] == 1
+        self.cols = math.prod(output_shape)
+        if n_classes is None:
+            n_classes = 2 if self.binary else output_shape[-1]
+        self.n_classes = n_classes
+        regression = task == "regression"
+        if not regression and task not in CLASSIFICATION_TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of "
+                             f"{', '.join(CLASSIFICATION_TASKS)}, regression")
+        layout: dict[str, tuple[int, ...]] = {}
+        for name, params in self.parsed:
+            if regression and name not in REGRESSION_METRICS:
+                raise ValueError(f"metric '{name}' is for classification, not regression")
+            if not regression and name not in CLASSIFICATION_METRICS:
+                raise ValueError(f"metric '{name}' is for regression, not classification")
+            if name == "accuracy":
+                layout["correct"] = ()
+            elif name == "top_k_accuracy":
+                k = params.get("k", 5)
+                if self.binary:
+                    raise ValueError("top_k_accuracy needs a softmax output over classes, "
+                                     "not a binary one")
+                if k < 1:
+                    raise ValueError(f"top_k_accuracy needs k >= 1, got {k}")
+                layout[f"top_{k}"] = ()
+            elif name in ("precision", "recall", "f1"):
+                if self.binary:
+                    layout.update(tp=(), fp=(), fn=())
+                else:
+                    layout["confusion"] = (n_classes, n_classes)
+            elif name in ("mse", "rmse"):
+                layout["squared_error"] = ()
+            elif name == "mae":
+                layout["absolute_error"] = ()
+        self.layout = layout
+        self.gather = any(name in GATHERED_METRICS for name, _ in self.parsed)
+        self.sums: dict[str, Any] = {}
+        self.outputs: list[Any] = []  # device arrays, only for GATHERED_METRICS
+        self.seen = 0
+
+    @property
+    def size(self) -> int:
+        """Length of the flat vector `state()` returns."""
+        return sum(math.prod(shape) for shape in self.layout.values())
+
+    def _zeros(self, xp: Any) -> None:
+        if not self.sums:
+            self.sums = {key: xp.zeros(shape, dtype=np.float64)
+                         for key, shape in self.layout.items()}
+
+    def update(self, y_true: Any, y_out: Any) -> None:
+        """Add one batch: targets and outputs as arrays on one device (no host read)."""
+        if not self.parsed:
+            return
+        xp = get_array_module(y_out)
+        self._zeros(xp)
+        n = len(y_out)
+        if len(y_true) != n:
+            raise ValueError(f"{len(y_true)} targets but {n} outputs")
+        self.seen += n
+        if self.gather:
+            self.outputs.append(y_out)
+        sums = self.sums
+        if self.task == "regression":
+            t = y_true.reshape(n, -1).astype(np.float64)
+            p = y_out.reshape(n, -1).astype(np.float64)
+            if t.shape != p.shape:
+                raise ValueError(f"regression targets {t.shape} and predictions {p.shape} "
+                                 "differ")
+            d = p - t
+            if "squared_error" in sums:
+                sums["squared_error"] += (d * d).sum()
+            if "absolute_error" in sums:
+                sums["absolute_error"] += xp.abs(d).sum()
+            return
+        if self.binary:
+            labels = (y_true.reshape(-1) > 0.5).astype(np.int64)
+            pred = (y_out.reshape(-1) > 0.5).astype(np.int64)
+        else:
+            labels = (y_true.argmax(axis=1) if y_true.ndim == 2 and y_true.shape[1] > 1
+                      else y_true.reshape(-1)).astype(np.int64, copy=False)
+            pred = y_out.argmax(axis=-1).reshape(-1)
+        for key, total in sums.items():
+            if key == "correct":
+                total += (pred == labels).sum()
+            elif key.startswith("top_"):
+                true_score = y_out[xp.arange(n), labels]
+                n_higher = (y_out > true_score[:, None]).sum(axis=1)
+                total += (n_higher < int(key[4:])).sum()
+            elif key == "tp":
+                total += ((pred == 1) & (labels == 1)).sum()
+            elif key == "fp":
+                total += ((pred == 1) & (labels == 0)).sum()
+            elif key == "fn":
+                total += ((pred == 0) & (labels == 1)).sum()
+            elif key == "confusion":
+                c = self.n_classes
+                total += xp.bincount(labels * c + pred, minlength=c * c).reshape(c, c)
+
+    def state(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(every sum in one float64 vector, the kept outputs or None), for a checkpoint."""
+        if not self.sums:
+            flat = np.zeros(self.size)
+        else:
+            xp = get_array_module(*self.sums.values())
+            flat = to_host(xp.concatenate([v.reshape(-1) for v in self.sums.values()]))
+        outputs = None
+        if self.gather and self.outputs:
+            xp = get_array_module(self.outputs[0])
+            outputs = to_host(xp.concatenate(self.outputs))
+        return np.array(flat, dtype=np.float64), outputs
+
+    def load(self, flat: np.ndarray, outputs: np.ndarray | None, seen: int, xp: Any) -> None:
+        """Continue from `state()` after `seen` samples, on the array module xp."""
+        flat = np.asarray(flat, dtype=np.float64).reshape(-1)
+        if flat.size != self.size:
+            raise ValueError(f"metric sums hold {flat.size} numbers, expected {self.size}")
+        if self.gather and seen and (outputs is None or len(outputs) != seen
+                                     or outputs.size != seen * self.cols):
+            raise ValueError(f"the outputs kept for {', '.join(GATHERED_METRICS)} do not fit "
+                             f"{seen} samples of {self.cols} values")
+        self.sums, i = {}, 0
+        for key, shape in self.layout.items():
+            k = math.prod(shape)
+            self.sums[key] = xp.asarray(flat[i:i + k].reshape(shape))
+            i += k
+        self.seen = seen
+        self.outputs = [xp.asarray(outputs)] if self.gather and outputs is not None else []
+
+    def result(self, y_true: Any = None) -> dict[str, float]:
+        """The metrics, reading the sums in one transfer; y_true (every target of the epoch, in
+        order) is needed only for GATHERED_METRICS."""
+        if not self.parsed:
+            return {}
+        flat, outputs = self.state()
+        v: dict[str, Any] = {}
+        i = 0
+        for key, shape in self.layout.items():
+            k = math.prod(shape)
+            v[key] = flat[i:i + k].reshape(shape)
+            i += k
+        n = self.seen
+        elements = n * self.cols
+        out: dict[str, float] = {}
+        for name, params in self.parsed:
+            if name == "accuracy":
+                out[name] = float(v["correct"]) / n if n else 0.0
+            elif name == "top_k_accuracy":
+                out[name] = float(v[f"top_{params.get('k', 5)}"]) / n if n else 0.0
+            elif name in ("precision", "recall", "f1"):
+                if self.binary:
+                    prf = _prf_binary(*(int(v[k]) for k in ("tp", "fp", "fn")))
+                else:
+                    prf = _prf_macro(v["confusion"].astype(np.int64))
+                out[name] = prf[("precision", "recall", "f1").index(name)]
+            elif name in ("mse", "rmse"):
+                mse_ = float(v["squared_error"]) / elements if elements else 0.0
+                out[name] = mse_ if name == "mse" else float(np.sqrt(mse_))
+            elif name == "mae":
+                out[name] = float(v["absolute_error"]) / elements if elements else 0.0
+            else:  # a gathered metric
+                if y_true is None:
+                    raise ValueError(f"metric '{name}' needs the epoch's targets")
+                t = np.asarray(to_host(y_true)).astype(np.float64).reshape(n, -1)
+                p = (np.zeros((0, self.cols)) if outputs is None else outputs)
+                out[name] = METRICS[name](t, p.astype(np.float64).reshape(n, -1))
+        return out

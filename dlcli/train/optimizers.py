@@ -103,6 +103,11 @@ class Optimizer(abc.ABC):
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         """Update `var` in place from gradient `g` (t = 1-based step, s = scratch buffers)."""
 
+    def _fused(self, i: int, lr: float, t: int) -> Fused | None:
+        """The update of parameter i as one elementwise kernel for cupy (the numpy statements
+        of `_update`, in the same order and precision); None where there is none."""
+        return None
+
     def _begin_step(self, t: int) -> None:
         """Per-step work shared by all parameters (Nadam's momentum-cache product)."""
         return None
@@ -156,6 +161,11 @@ class Optimizer(abc.ABC):
             if self.weight_decay is not None:
                 # var - var*wd*lr, in place (the same value as Keras's assign)
                 p.data *= 1.0 - self.weight_decay * lr
+            if not isinstance(p.data, np.ndarray):  # cupy: the whole rule in one kernel
+                fused = self._fused(i, lr, t)
+                if fused is not None:
+                    fused.run(g, p.data)
+                    continue
             s = self._scratch[i]
             if s is None:
                 xp = get_array_module(p.data)
@@ -295,6 +305,40 @@ def _full_like(a: Any, value: float) -> Any:
     return xp.full_like(a, value) if value else xp.zeros_like(a)
 
 
+# -- fused updates on cupy (Chainer's update_core_gpu) -------------------------------------------
+# `_max` is numpy's maximum: NaN wins (CUDA's max/fmax would drop it)
+_PREAMBLE = ("template <typename T> __device__ T _max(T a, T b) "
+             "{ return (a != a || a >= b) ? a : b; }")
+_kernels: dict[str, Any] = {}
+
+
+class Fused:
+    """One optimizer update as a cupy ElementwiseKernel: inputs `g` and the named scalars, in/out
+    `var` and the named slots, each of the parameter's type T; `body` is CUDA C, one statement
+    per numpy statement of `_update`. Compiled without fused multiply-adds (--fmad=false), so
+    every operation rounds as numpy's does and the two paths agree to the last bit.
+    """
+
+    def __init__(self, name: str, body: str, scalars: dict[str, float],
+                 slots: dict[str, Any]) -> None:
+        self.name, self.body, self.scalars, self.slots = name, body, scalars, slots
+
+    def kernel(self) -> Any:
+        k = _kernels.get(self.name)
+        if k is None:
+            import cupy
+
+            ins = ", ".join(["T g", *(f"T {n}" for n in self.scalars)])
+            outs = ", ".join(["T var", *(f"T {n}" for n in self.slots)])
+            k = _kernels[self.name] = cupy.ElementwiseKernel(
+                ins, outs, self.body, f"dlcli_{self.name}", preamble=_PREAMBLE,
+                options=("--fmad=false",))
+        return k
+
+    def run(self, g: Any, var: Any) -> None:
+        self.kernel()(g, *self.scalars.values(), var, *self.slots.values())
+
+
 class SGD(Optimizer):
     """Gradient descent with optional (Nesterov) momentum, as keras.optimizers.SGD.
 
@@ -327,6 +371,16 @@ class SGD(Optimizer):
 
     def slot_specs(self) -> dict[str, float]:
         return {"momentum": 0.0} if self.momentum != 0 else {}
+
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        if self.momentum == 0:
+            return Fused("sgd", "var -= g * lr;", {"lr": lr}, {})
+        m = {"m": self.slots["momentum"][i]}
+        if self.nesterov:
+            return Fused("sgd_nesterov", "T glr = g * lr; m = m * mu - glr; var -= glr; "
+                         "var += m * mu;", {"lr": lr, "mu": self.momentum}, m)
+        return Fused("sgd_momentum", "T glr = g * lr; m = m * mu - glr; var += m;",
+                     {"lr": lr, "mu": self.momentum}, m)
 
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
@@ -384,6 +438,24 @@ class RMSprop(Optimizer):
             specs["average_gradient"] = 0.0
         return specs
 
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        slots = {"v": self.slots["velocity"][i]}
+        body = "v = v * rho + g * g * omr; "
+        if self.centered:
+            slots["a"] = self.slots["average_gradient"][i]
+            body += "a = a * rho + g * omr; T d = v - a * a + eps; "
+        else:
+            body += "T d = v + eps; "
+        body += "T inc = g / sqrt(d) * lr; "
+        if self.momentum > 0:
+            slots["mom"] = self.slots["momentum"][i]
+            body += "mom = mom * mu + inc; var -= mom;"
+        else:
+            body += "var -= inc;"
+        name = f"rmsprop{'_centered' * self.centered}{'_momentum' * (self.momentum > 0)}"
+        return Fused(name, body, {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon,
+                                  "lr": lr, "mu": self.momentum}, slots)
+
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
         rho, buf = self.rho, s[0]
@@ -440,6 +512,10 @@ class Adagrad(Optimizer):
     def slot_specs(self) -> dict[str, float]:
         return {"accumulator": self.initial_accumulator_value}
 
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        return Fused("adagrad", "acc += g * g; var -= g / sqrt(acc + eps) * lr;",
+                     {"eps": self.epsilon, "lr": lr}, {"acc": self.slots["accumulator"][i]})
+
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
         acc, buf = self.slots["accumulator"][i], s[0]
@@ -482,6 +558,13 @@ class Adadelta(Optimizer):
 
     def slot_specs(self) -> dict[str, float]:
         return {"accumulated_grad": 0.0, "accumulated_delta_var": 0.0}
+
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        return Fused(
+            "adadelta", "ag = ag * rho + g * g * omr; T d = sqrt(ad + eps) * g / sqrt(ag + eps); "
+            "ad = ad * rho + d * d * omr; var -= d * lr;",
+            {"rho": self.rho, "omr": 1 - self.rho, "eps": self.epsilon, "lr": lr},
+            {"ag": self.slots["accumulated_grad"][i], "ad": self.slots["accumulated_delta_var"][i]})
 
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
@@ -538,6 +621,19 @@ class Adam(Optimizer):
         if self.amsgrad:
             specs["v_hat"] = 0.0
         return specs
+
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        b1, b2 = self.beta_1, self.beta_2
+        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        slots = {"m": self.slots["m"][i], "v": self.slots["v"][i]}
+        body = "m += (g - m) * omb1; v += (g * g - v) * omb2; "
+        if self.amsgrad:
+            slots["vh"] = self.slots["v_hat"][i]
+            body += "vh = _max(vh, v); var -= m / (sqrt(vh) + eps) * alpha;"
+        else:
+            body += "var -= m / (sqrt(v) + eps) * alpha;"
+        return Fused("adam_amsgrad" if self.amsgrad else "adam", body,
+                     {"omb1": 1 - b1, "omb2": 1 - b2, "eps": self.epsilon, "alpha": alpha}, slots)
 
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
@@ -626,6 +722,14 @@ class Adamax(Optimizer):
     def slot_specs(self) -> dict[str, float]:
         return {"m": 0.0, "u": 0.0}
 
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        b1 = self.beta_1
+        return Fused("adamax", "m += (g - m) * omb1; u = _max(u * b2, fabs(g)); "
+                     "var -= m / (u + eps) * step;",
+                     {"omb1": 1 - b1, "b2": self.beta_2, "eps": self.epsilon,
+                      "step": lr / (1 - b1**t)},
+                     {"m": self.slots["m"][i], "u": self.slots["u"][i]})
+
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
         b1, buf = self.beta_1, s[0]
@@ -688,6 +792,18 @@ class Nadam(Optimizer):
     def _load_extra_state(self, state: dict[str, float]) -> None:
         self.u_product = state["u_product"]
 
+    def _fused(self, i: int, lr: float, t: int) -> Fused:
+        b1, b2 = self.beta_1, self.beta_2
+        u_t, u_t1 = self._u(t), self._u(t + 1)
+        u_prod_t = self.u_product
+        u_prod_t1 = u_prod_t * u_t1
+        return Fused("nadam", "m += (g - m) * omb1; v += (g * g - v) * omb2; "
+                     "var -= (m * c1 + g * c2) / (sqrt(v * c3) + eps) * lr;",
+                     {"omb1": 1 - b1, "omb2": 1 - b2, "c1": u_t1 / (1 - u_prod_t1),
+                      "c2": (1 - u_t) / (1 - u_prod_t), "c3": 1.0 / (1 - b2**t),
+                      "eps": self.epsilon, "lr": lr},
+                     {"m": self.slots["m"][i], "v": self.slots["v"][i]})
+
     def _update(self, i: int, var: Any, g: Any, lr: float, t: int, s: list[Any]) -> None:
         xp = get_array_module(var)
         b1, b2 = self.beta_1, self.beta_2
@@ -719,11 +835,16 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def optimizer_fields(name: str) -> dict[str, Any]:
-    """The config fields (constructor args except params) of an optimizer, with their defaults."""
-    cls = _lookup(name)
+def optimizer_fields(name: str | None = None) -> dict[str, Any]:
+    """The config fields (constructor args except params) of an optimizer, with their defaults.
+
+    The constructors are the one home of Keras's defaults; the config schema reads them here.
+    name None: the options every optimizer has, with the base class's defaults.
+    """
+    cls = Optimizer if name is None else _lookup(name)
     sig = inspect.signature(cls.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "params")}
+    return {k: p.default for k, p in sig.parameters.items()
+            if k not in ("self", "params") and p.default is not inspect.Parameter.empty}
 
 
 def build_optimizer(cfg: dict[str, Any], params: Iterable[Tensor]) -> Optimizer:

@@ -17,6 +17,7 @@ import numpy as np
 
 from dlcli.core.backend import get_array_module
 from dlcli.core.ops import image
+from dlcli.core.random import device_generator
 from dlcli.core.tensor import Tensor
 from dlcli.nn.layers.base import Layer, Shape, ShapeError
 
@@ -63,10 +64,12 @@ class _Augmentation(Layer):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
         self.rng: Any = None if seed is None else np.random.default_rng(seed)
+        self.device_rng: Any = None  # GaussianNoise on a GPU: a CounterRNG keyed from self.rng
 
     def set_rng(self, rng: Any) -> None:
         if self.seed is None:
             self.rng = rng
+            self.device_rng = None
 
     def generator(self) -> np.random.Generator:
         """Host numbers (a few per image) come from a numpy generator on every device."""
@@ -75,6 +78,13 @@ class _Augmentation(Layer):
         if isinstance(self.rng, np.random.Generator):
             return self.rng
         return np.random.default_rng(int(self.rng.integers(2**63)))  # a device generator
+
+    def device_generator(self, xp: Any) -> Any:
+        """Whole-batch noise on a GPU: a CounterRNG keyed once from the host generator, its state
+        saved in checkpoints (dlcli.core.random)."""
+        if self.device_rng is None or self.device_rng.xp is not xp:
+            self.device_rng = device_generator(self.generator(), xp)
+        return self.device_rng
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if self.needs_image and (len(input_shape) != 3 or min(input_shape) < 1):
@@ -355,6 +365,9 @@ class GaussianNoise(_Augmentation):
         if self.stddev == 0:
             return x
         xp = get_array_module(x.data)
+        if xp is not np:  # drawn where it is added: no batch-sized upload per step
+            noise = self.device_generator(xp).standard_normal(x.shape, dtype=x.dtype)
+            return x + Tensor(noise * x.dtype.type(self.stddev))
         noise = self.generator().standard_normal(x.shape) * self.stddev
         return x + Tensor(xp.asarray(noise, dtype=x.dtype))
 

@@ -9,6 +9,7 @@ import numpy as np
 from dlcli.core import ops
 from dlcli.core.backend import get_array_module
 from dlcli.core.ops.norm import resolve_noise_shape
+from dlcli.core.random import device_generator
 from dlcli.core.tensor import Tensor
 from dlcli.nn.layers.base import Layer, Shape, ShapeError
 
@@ -20,7 +21,9 @@ class Dropout(Layer):
     first; None takes the input's size and 1 shares one draw along that axis, so
     [None, 1, 1, None] drops whole channels of (H, W, C) inputs. The random numbers come from
     the model's generator (Sequential.set_rng), so one seed and one saved generator state
-    reproduce a run. A layer given its own `seed` keeps its own generator.
+    reproduce a run. A layer given its own `seed` keeps its own generator. On a GPU the masks
+    come from `device_rng` (a dlcli.core.random.CounterRNG keyed from that generator), whose
+    state checkpoints save too.
     """
 
     default_name = "dropout"
@@ -45,7 +48,7 @@ class Dropout(Layer):
         self.noise_shape = noise_shape
         self.seed = seed
         self.rng: Any = None if seed is None else np.random.default_rng(seed)
-        self._device_rng: Any = None  # a cupy generator derived from self.rng, made on first use
+        self.device_rng: Any = None  # a CounterRNG derived from self.rng, made on first use
 
     def build(self, input_shape: Shape, rng: np.random.Generator) -> Shape:
         if self.noise_shape is not None:
@@ -62,17 +65,17 @@ class Dropout(Layer):
     def set_rng(self, rng: Any) -> None:
         if self.seed is None:
             self.rng = rng
-            self._device_rng = None
+            self.device_rng = None
 
     def _generator(self, xp: Any) -> Any:
-        """self.rng on the CPU; for cupy arrays a cupy generator seeded once from self.rng."""
+        """self.rng on the CPU; for cupy arrays a CounterRNG keyed once from self.rng."""
         if self.rng is None:  # used outside a Sequential without a seed
             self.rng = np.random.default_rng()
         if xp is np or not isinstance(self.rng, np.random.Generator):
             return self.rng
-        if self._device_rng is None:
-            self._device_rng = xp.random.default_rng(int(self.rng.integers(2**63)))
-        return self._device_rng
+        if self.device_rng is None or self.device_rng.xp is not xp:
+            self.device_rng = device_generator(self.rng, xp)
+        return self.device_rng
 
     def _noise_shape(self) -> list[int | None] | None:
         return self.noise_shape
