@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("running", "finished", "stopped early", "interrupted", "failed")
+STATUSES = ("running", "finished", "stopped early", "stopped by scheduler", "interrupted",
+            "failed")
 # a run folder holds at least one of these; other folders under runs/ are not runs
 RUN_FILES = ("run.json", "metrics.json", "history.csv", "config.yaml", "train.log")
 MAX_FILE_BYTES = 1 << 20  # run.json, metrics.json, config.yaml: the trainer writes a few KiB
@@ -438,7 +439,8 @@ def _is_number(value: Any) -> bool:
 SORT_KEYS = ("name", "start", "status", "epochs", "best", "wall")
 # --sort status: what needs attention first
 _STATUS_RANK = {s: i for i, s in enumerate(
-    ("running", "failed", "interrupted", "damaged", "unknown", "stopped early", "finished"))}
+    ("running", "failed", "interrupted", "damaged", "unknown", "stopped by scheduler",
+     "stopped early", "finished"))}
 
 
 def sort_keys(runs: list[RunInfo]) -> list[str]:

@@ -18,7 +18,7 @@ from dlcli.track import TrackerError, as_text, epoch_scalars, is_finite, one_lin
 
 # dlcli's end status -> MLflow's RunStatus
 STATUS = {"finished": "FINISHED", "stopped early": "FINISHED", "interrupted": "KILLED",
-          "failed": "FAILED"}
+          "stopped by scheduler": "KILLED", "failed": "FAILED"}
 BATCH = 100  # MLflow's limit of params per log_batch call
 
 
