@@ -11,7 +11,7 @@ install:
 
 # the optional extras too, so their tests run instead of being skipped
 install-dev:
-	$(PIP) install --quiet -e '.[dev,export,images,plot,tensorboard,mlflow]'
+	$(PIP) install --quiet -e '.[dev,export,images,plot,tensorboard,mlflow,tune,mpi]'
 
 # Fashion-MNIST from Debian's package where apt-get exists; elsewhere dlcli downloads it itself.
 data:
@@ -30,7 +30,9 @@ test: install-dev
 lint: install-dev
 	$(PYTHON) -m ruff check dlcli tests benchmarks
 
-# Benchmarks only: torch is never a runtime dependency. The OpenBLAS overrides slow numpy's BLAS.
-bench: install
+# Benchmarks only: torch and keras are never runtime dependencies. The OpenBLAS overrides slow
+# numpy's BLAS, so they are unset for these commands alone (never in tests or CI).
+bench: install data
 	$(PIP) install --quiet -e '.[bench]'
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_core.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PYTHON) benchmarks/bench_epoch.py

@@ -15,24 +15,28 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from dlcli.config.schema import Config, infer_mode, resolved_yaml
-from dlcli.core import Tensor, no_grad, set_num_threads
-from dlcli.core.backend import to_numpy, tune_host_allocator, xp_for
+from dlcli.config.schema import Config, resolved_yaml
+from dlcli.core import Tensor, set_num_threads
+from dlcli.core.backend import tune_host_allocator, xp_for
 from dlcli.data import Splits, check_labels, load_splits
+from dlcli.distributed import Communicator
 from dlcli.errors import CheckpointError, DlcliError
 from dlcli.io.checkpoint import Checkpoint, save_checkpoint
 from dlcli.jsonsafe import strict
 from dlcli.nn.from_config import build_model
 from dlcli.nn.sequential import Sequential
-from dlcli.train.callbacks import EarlyStopping, Monitor
+from dlcli.train.callbacks import EarlyStopping
+from dlcli.train.device import Batches, LossSums, device_data_note
+from dlcli.train.evaluate import evaluate_model
 from dlcli.train.losses import LossSpec
-from dlcli.train.metrics import compute_metrics
+from dlcli.train.metrics import RunningMetrics
+from dlcli.train.monitor import Monitor, infer_mode
 from dlcli.train.optimizers import build_optimizer
 from dlcli.train.schedules import make_schedule
 
@@ -87,24 +91,28 @@ class Position:
     epoch: int
     batch: int  # the next batch to run
     order: np.ndarray  # the epoch's permutation of the train samples
-    outputs: np.ndarray  # model outputs of the batches done (for the epoch's train metrics)
+    outputs: np.ndarray  # outputs of the batches done for r2 (else no columns), or old format
     data_total: float
     reg_total: float
     seen: int
     seconds: float
+    sums: np.ndarray | None = None  # RunningMetrics.state(); None in checkpoints before it
 
     def meta(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batch": self.batch, "data_total": self.data_total,
                 "reg_total": self.reg_total, "seen": self.seen, "seconds": self.seconds}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"order": self.order, "outputs": self.outputs}
+        out = {"order": self.order, "outputs": self.outputs}
+        if self.sums is not None:
+            out["metric_sums"] = self.sums
+        return out
 
     @classmethod
     def from_checkpoint(cls, meta: dict[str, Any], state: dict[str, np.ndarray]) -> Position:
         return cls(int(meta["epoch"]), int(meta["batch"]), state["order"], state["outputs"],
                    float(meta["data_total"]), float(meta["reg_total"]), int(meta["seen"]),
-                   float(meta["seconds"]))
+                   float(meta["seconds"]), state.get("metric_sums"))
 
 
 @dataclass
@@ -183,22 +191,28 @@ class Trainer:
         resume_best: Checkpoint | None = None,
         init_from: dict[str, Any] | None = None,
         hooks: list[Any] | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         """Args beyond the config: init_from = {"checkpoint": PATH, "layers": [...] | None,
         "strict": bool} starts from another run's weights (the config's model.init_from by
         default); ignored when resuming. hooks: objects with any of on_train_begin(trainer),
         on_epoch_end(trainer, epoch, logs), on_train_end(trainer, status) (plots, trackers);
-        one that fails is reported once and dropped, never stopping training."""
+        one that fails is reported once and dropped, never stopping training. comm: the
+        processes to train with (dlcli.distributed; default this one alone); under MPI only
+        rank 0 reports, calls the hooks and writes the run directory."""
         self.cfg = cfg
+        self.comm = comm or Communicator()
         self.hooks = list(hooks or [])
         self.started_at = time.time()
-        self.reporter = reporter or NullReporter()
+        self.reporter = (reporter or NullReporter()) if self.comm.is_root else NullReporter()
         self.loss = LossSpec.from_config(cfg.loss)
         self.xp = xp_for(cfg.device)
         if cfg.device == "cpu":
             tune_host_allocator()  # steps stop page-faulting their temporaries back in
-            set_num_threads(None)  # big numpy passes and GEMMs on every core
+            # big numpy passes and GEMMs on every core (under MPI, this rank's share of them)
+            set_num_threads(self.comm.cpu_threads())
         self._notes: list[str] = []  # said in train.log once it is open
+        self._notes += self.comm.use_device(self.xp)  # a GPU: the one of this local rank
         # shapes are checked here, before any data is read; then the run directory is made
         # and probed, so an unwritable place fails before the data is loaded
         self.model: Sequential = build_model(cfg)
@@ -207,15 +221,23 @@ class Trainer:
         if init_from is not None and resume is None:
             self._init_from(init_from)
         self.model.to(self.xp)
-        self.run_dir = make_run_dir(cfg, run_dir)
+        self.run_dir = self.comm.on_root(lambda: make_run_dir(cfg, run_dir))
         self._stop_requested = False
+        self._stop_after: str | None = None  # set by a hook through stop_after_epoch
         self._stop_signal: int = signal.SIGINT
+        # a step reads nothing from the device; the loss sums are read at the end of an epoch,
+        # at a stop, and for the progress bar and the divergence check at most this often
+        self.read_every = 0.5  # seconds
         try:
             # from here a run killed (even while its data loads) shows in `dlcli runs`
             self._write_status("running")
-            self._prepare(data_dir, download_progress, resume, resume_best)
+            # under MPI: an error on any rank (data, checkpoint) is raised on all of them
+            self.comm.agree(lambda: self._prepare(data_dir, download_progress, resume,
+                                                  resume_best))
+            self._join_ranks()
         except BaseException:
-            _remove_if_empty(self.run_dir)
+            if self.comm.is_root:
+                _remove_if_empty(self.run_dir)
             raise
 
     def _prepare(self, data_dir: str | None, download_progress: Any, resume: Checkpoint | None,
@@ -240,6 +262,11 @@ class Trainer:
         sched = t.lr_schedule.model_dump() if t.lr_schedule is not None else None
         self.schedule = make_schedule(sched, self.base_lr, self.epochs)
         self.has_val = self.splits.x_val is not None
+        self.batches = Batches(self.splits.x_train, self.splits.y_train, self.xp,
+                               t.device_data_fraction)
+        note = device_data_note(self.batches)
+        if note is not None:
+            self._notes.append(note)
         self.early = None
         if t.early_stopping is not None:
             self.early = EarlyStopping(**t.early_stopping.model_dump())
@@ -267,13 +294,27 @@ class Trainer:
             if (resume_best is not None
                     and (resume_best.meta.get("best") or {}).get("epoch") == self.best_epoch):
                 self.best_weights = resume_best.weights
-                save_checkpoint(self.run_dir / "checkpoints" / "best", resume_best)
+                if self.comm.is_root:
+                    save_checkpoint(self.run_dir / "checkpoints" / "best", resume_best)
             else:  # its weights are gone (missing or unreadable best.npz): track anew
                 self._notes.append(
                     f"the best checkpoint of epoch {self.best_epoch + 1} is not available; "
                     "the best epoch is tracked anew from here")
                 self.best = Monitor(self.best.monitor, self.best.mode, self.best.min_delta)
                 self.best_epoch = None
+
+    def _join_ranks(self) -> None:
+        """Under MPI: each rank's share of every batch, rank 0's weights on every rank,
+        synchronized BatchNorm wired to the all-reduce, and dropout and augmentation drawing
+        differently on each rank (as its data differs). One process: nothing changes."""
+        comm, bs = self.comm, self.cfg.data.batch_size
+        self.batches.shard = comm.sharder(len(self.splits.x_train), bs)
+        comm.broadcast_weights(self.model)
+        comm.attach(self.model)
+        self._notes += comm.notes(self.model, bs)
+        if comm.rank and self.model.rng is not None:
+            self.model.set_rng(np.random.default_rng(
+                [self.cfg.seed, 2, comm.rank, self.optimizer.iterations]))
 
     def _init_from(self, spec: dict[str, Any]) -> None:
         from dlcli.io.checkpoint import load_checkpoint
@@ -329,7 +370,7 @@ class Trainer:
             )
         test_metrics = None
         if s.x_test is not None:
-            test_metrics = self.evaluate(s.x_test, s.y_test)
+            test_metrics = self.comm.on_root(lambda: self.evaluate(s.x_test, s.y_test))
             self._log("test: " + _fmt(test_metrics))
         self._atomic_write("metrics.json", json.dumps(strict(
             {"test": test_metrics, "best_epoch": self._best_epoch_1(),
@@ -337,7 +378,7 @@ class Trainer:
              "best": self.best.best, "epochs_run": len(self.history),
              "stopped_epoch": stopped_epoch}), indent=2) + "\n")
         self.test_metrics = test_metrics
-        self._end("stopped early" if stopped_epoch else "finished")
+        self._end("finished" if not stopped_epoch else self._stop_after or "stopped early")
         return TrainResult(
             run_dir=self.run_dir, history=self.history, test_metrics=test_metrics,
             stopped_epoch=stopped_epoch,
@@ -364,6 +405,7 @@ class Trainer:
             self.reporter.epoch_end(epoch, self.epochs, logs)
             self._write_status("running")
             self._call_hooks("on_epoch_end", epoch, logs)
+            self._stop_after = self.comm.bcast(self._stop_after)  # the hooks ran on rank 0
             if self.best.improved(self.best.value(logs)):
                 self.best_epoch = epoch
                 with self.optimizer.averaged():
@@ -371,7 +413,10 @@ class Trainer:
                 self._save("best", epoch + 1)
             self.schedule.on_epoch_end(epoch, logs)
             stop = self.early.on_epoch_end(epoch, logs) if self.early else False
-            halt = self._stop_requested and epoch + 1 < self.epochs and not stop
+            # a signal that reached any rank stops them all here
+            signum = self.comm.agree_stop(self._stop_signal if self._stop_requested else 0)
+            self._stop_signal = signum or self._stop_signal
+            halt = bool(signum) and epoch + 1 < self.epochs and not stop
             self._save("last", epoch + 1, interrupted=halt)
             if halt:
                 raise Interrupted(
@@ -379,6 +424,9 @@ class Trainer:
                     f"{epoch + 1}; last checkpoint written to "
                     f"{self.run_dir / 'checkpoints' / 'last.npz'}", self._stop_signal,
                 )
+            if self._stop_after is not None and epoch + 1 < self.epochs:
+                self._log(f"{self._stop_after} after epoch {epoch + 1}")
+                return epoch + 1
             if stop:
                 self._log(
                     f"early stopping after epoch {epoch + 1}: {self.early.monitor} did not "
@@ -396,65 +444,89 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, float] | None:
         """One epoch (continued from self.position when it stopped inside this epoch); its logs,
-        or None when a stop request came before its last batch (self.position says where)."""
+        or None when a stop request came before its last batch (self.position says where).
+
+        A step reads nothing back from the device: the loss and metric sums stay there and are
+        read at the end, at a stop, and at most every `read_every` seconds for the progress
+        bar and the divergence check."""
         s, xp = self.splits, self.xp
         lr = self.schedule.lr_at(epoch)
         self.optimizer.learning_rate = lr
         n = len(s.x_train)
         bs = self.cfg.data.batch_size
         n_batches = self._n_batches
+        metrics = self._running_metrics()
         p, self.position = self.position, None
         if p is not None and p.epoch == epoch:
-            order, first, outputs = p.order, p.batch, [p.outputs] if p.seen else []
-            data_total, reg_total, seen, before = p.data_total, p.reg_total, p.seen, p.seconds
+            order, first, seen, before = p.order, p.batch, p.seen, p.seconds
+            sums = LossSums(xp, n_batches, p.data_total, p.reg_total, checked=first)
+            self._continue_metrics(metrics, p)
         else:
             order = self.shuffle_rng.permutation(n) if self.cfg.data.shuffle else np.arange(n)
-            first, outputs, data_total, reg_total, seen, before = 0, [], 0.0, 0.0, 0, 0.0
+            first, seen, before = 0, 0, 0.0
+            sums = LossSums(xp, n_batches)
+        self.batches.epoch(order)
         self.reporter.epoch_begin(epoch, self.epochs, n_batches)
         start = time.perf_counter() - before
-        total = (data_total + reg_total) / seen if seen else 0.0
+        next_read, shown = time.perf_counter(), 0.0  # the first batch is read: a true first value
+        begin = (first, seen)
         for b in range(first, n_batches):
-            if self._stop_requested:
+            if self.comm.stop_before_batch(self._stop_requested):
+                # under MPI the sums of every rank, so rank 0's checkpoint holds them all
+                data_total, reg_total, seen = self.comm.reduce_epoch(sums, metrics, epoch, b,
+                                                                     seen, begin)
+                flat, kept = metrics.state()
                 self.position = Position(
-                    epoch, b, order, np.concatenate(outputs) if outputs else np.zeros((0,)),
-                    data_total, reg_total, seen, time.perf_counter() - start)
+                    epoch, b, order, kept if kept is not None else np.zeros((seen, 0)),
+                    data_total, reg_total, seen, time.perf_counter() - start, flat)
                 return None
-            idx = order[b * bs:(b + 1) * bs]
-            x, y = xp.asarray(s.x_train[idx]), xp.asarray(s.y_train[idx])
+            x, y = self.batches.batch(b, bs)  # under MPI, this rank's share of the batch
+            k = len(y)
             data_loss, out = self.loss(self.model, Tensor(x), y, training=True)
             reg = self.model.regularization_loss()
             loss = data_loss if reg is None else data_loss + reg
-            loss.backward()
+            # under MPI from k / (the batch's size), so the ranks' gradients add up to its mean's
+            loss.backward(self.comm.loss_seed(loss.data, k, min(bs, n - b * bs)))
+            now = time.perf_counter()
+            signum, read = self.comm.reduce_gradients(  # one process: nothing is done
+                self.optimizer.params, self._stop_signal if self._stop_requested else 0,
+                now >= next_read)
+            self._stop_signal = signum or self._stop_signal
             self.optimizer.step()
             self.optimizer.zero_grad()
-            k = len(idx)
-            dl = float(data_loss.data)
-            rl = 0.0 if reg is None else float(reg.data)
-            if not math.isfinite(dl + rl):
-                raise DlcliError(
-                    f"the loss became {dl + rl} at epoch {epoch + 1}, batch {b + 1}: training "
-                    "diverged; lower optimizer.learning_rate or add clipnorm"
-                )
-            data_total += dl * k
-            reg_total += rl * k
+            sums.add(b, k, data_loss.data, None if reg is None else reg.data)
+            metrics.update(y, out)
             seen += k
-            total = (data_total + reg_total) / seen
-            outputs.append(to_numpy(out))
-            self.reporter.batch_end(b, {"loss": total}, seen)
+            if read:  # under MPI every rank reads at this batch, so the check is the same
+                data_total, reg_total, n_seen = self.comm.read_loss(sums, epoch, b + 1, seen)
+                shown = (data_total + reg_total) / n_seen
+                next_read = now + self.read_every
+            self.reporter.batch_end(b, {"loss": shown}, seen)
         # every batch is done: a stop request from here on ends the epoch properly first
+        data_total, reg_total, seen = self.comm.reduce_epoch(sums, metrics, epoch, n_batches,
+                                                             seen, begin)
+        total = (data_total + reg_total) / seen if seen else 0.0
         logs: dict[str, float] = {"epoch": epoch + 1, "lr": lr, "loss": total,
                                   "data_loss": data_total / max(seen, 1),
                                   "regularization": reg_total / max(seen, 1)}
-        logs.update(self._metrics(s.y_train[order], np.concatenate(outputs)))
-        if self.has_val:
-            logs.update({f"val_{k}": v for k, v in self.evaluate(s.x_val, s.y_val).items()})
+        logs.update(metrics.result(s.y_train[order] if metrics.gather else None))
+        if self.has_val:  # under MPI rank 0 evaluates it all and tells the others
+            logs.update(self.comm.on_root(lambda: {
+                f"val_{k}": v for k, v in self.evaluate(s.x_val, s.y_val).items()}))
         logs["seconds"] = time.perf_counter() - start
         return logs
 
-    def _metrics(self, y_true: np.ndarray, y_out: np.ndarray) -> dict[str, float]:
-        if not self.metrics:
-            return {}
-        return compute_metrics(self.metrics, y_true, y_out, self.loss.task, self.n_classes)
+    def _running_metrics(self) -> RunningMetrics:
+        return RunningMetrics(self.metrics, self.loss.task, self.n_classes,
+                              tuple(self.model.output_shape))
+
+    def _continue_metrics(self, metrics: RunningMetrics, p: Position) -> None:
+        """The metric sums of an epoch continued from a checkpoint's position."""
+        if p.sums is not None:
+            metrics.load(p.sums, p.outputs if metrics.gather else None, p.seen, self.xp)
+        elif p.seen:  # a checkpoint of an older dlcli kept every output instead of sums
+            y = self.splits.y_train[p.order[:p.seen]]
+            metrics.update(self.xp.asarray(y), self.xp.asarray(p.outputs))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Loss (data loss plus regularization, as in training) and metrics at inference
@@ -479,7 +551,9 @@ class Trainer:
                     # layers given their own `seed` draw from their own generators
                     "layers": {layer.name: _rng_state(layer.rng) for layer in self.model.walk()
                                if getattr(layer, "seed", None) is not None
-                               and _rng_state(getattr(layer, "rng", None)) is not None}},
+                               and _rng_state(getattr(layer, "rng", None)) is not None},
+                    # on a GPU: the counter-based generators of dropout masks and noise
+                    **_device_rng_states(self.model)},
             "optimizer": {"type": type(self.optimizer).__name__, "learning_rate":
                           self.optimizer.learning_rate, "iterations": self.optimizer.iterations},
             "schedule": self.schedule.state_dict(),
@@ -504,6 +578,8 @@ class Trainer:
 
     def _save(self, which: str, epoch: int, interrupted: bool = False) -> Path:
         path = self.run_dir / "checkpoints" / f"{which}.npz"
+        if not self.comm.is_root:  # under MPI rank 0 alone writes the run
+            return path
         try:
             return save_checkpoint(path, self.checkpoint(epoch, interrupted=interrupted))
         except OSError as e:  # a full disk (ENOSPC, EFBIG): the previous file is still whole
@@ -547,6 +623,8 @@ class Trainer:
         for name, state in (rng.get("layers") or {}).items():
             if name in own and _rng_state(getattr(own[name], "rng", None)) is not None:
                 own[name].rng.bit_generator.state = state
+        if self.xp is not np:  # after set_rng above, which forgets them
+            _set_device_rng_states(self.model, rng.get("device"), self.xp)
         if meta.get("position"):
             try:
                 self.position = Position.from_checkpoint(meta["position"], ckpt.state)
@@ -559,6 +637,16 @@ class Trainer:
                     "the checkpoint stopped inside an epoch of other data (its position does "
                     "not fit this config's training split); resume with the config it ran"
                 )
+            if self.position.sums is not None:
+                try:  # the sums of this config's metrics, as the epoch will continue them
+                    self._continue_metrics(self._running_metrics(), self.position)
+                except (TypeError, ValueError) as e:
+                    raise CheckpointError(
+                        f"the checkpoint's metric sums do not fit this config's metrics ({e}); "
+                        "resume with the config it ran") from e
+            if not self.comm.is_root:  # rank 0 carries the epoch's sums; the others add theirs
+                self.position = replace(self.position, data_total=0.0, reg_total=0.0, seen=0,
+                                        sums=None)
 
     def _write_static_files(self) -> None:
         from dlcli.nn.summary import summary_text
@@ -578,6 +666,8 @@ class Trainer:
         self._atomic_write("history.csv", buf.getvalue())
 
     def _atomic_write(self, name: str, text: str) -> None:
+        if not self.comm.is_root:
+            return
         path = self.run_dir / name
         tmp = path.with_name(f".{name}.tmp")
         try:
@@ -617,6 +707,8 @@ class Trainer:
         self._call_hooks("on_train_end", status)
 
     def _call_hooks(self, event: str, *args: Any) -> None:
+        if not self.comm.is_root:  # plots and trackers: once, from rank 0
+            return
         for hook in list(self.hooks):
             fn = getattr(hook, event, None)
             if fn is None:
@@ -633,6 +725,8 @@ class Trainer:
                     pass
 
     def _log(self, line: str, echo: bool = True) -> None:
+        if not self.comm.is_root:
+            return
         try:
             with open(self.run_dir / "train.log", "a") as f:
                 f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
@@ -668,45 +762,39 @@ class Trainer:
         for s, h in (previous or {}).items():
             signal.signal(s, h)
 
+    def stop_after_epoch(self, status: str) -> None:
+        """End training cleanly after this epoch (called by a hook from on_epoch_end, as
+        Keras's `model.stop_training`); run.json then says `status`, e.g. "stopped by
+        scheduler" for a sweep's trial that the scheduler stops."""
+        self._stop_after = status
+
     def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to stop after the current batch (what Ctrl-C does)."""
         self._stop_requested = True
         self._stop_signal = signum
 
 
-def evaluate_model(
-    model: Sequential, loss: LossSpec, x: np.ndarray, y: np.ndarray, batch_size: int,
-    metrics: list[Any], n_classes: int, unsmoothed: bool = False,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Loss and metrics of `model` on (x, y) at inference, in batches; also the outputs.
-
-    unsmoothed: with label smoothing, also `unsmoothed_loss`, the loss on the true labels.
-    """
-    xp = xp_for("gpu") if _on_gpu(model) else np
-    total, plain_total, outputs = 0.0, 0.0, []
-    with no_grad():
-        reg = model.regularization_loss()
-        for i in range(0, len(x), batch_size):
-            xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
-            value, out, plain = loss.compute(model, Tensor(xb), yb, training=False,
-                                             plain=unsmoothed)
-            total += float(value.data) * len(xb)
-            if plain is not None:
-                plain_total += float(plain.data) * len(xb)
-            outputs.append(to_numpy(out))
-    y_out = np.concatenate(outputs)
-    penalty = 0.0 if reg is None else float(reg.data)
-    logs = {"loss": total / len(x) + penalty}
-    if unsmoothed and loss.label_smoothing:
-        logs["unsmoothed_loss"] = plain_total / len(x) + penalty
-    if metrics:
-        logs.update(compute_metrics(metrics, y, y_out, loss.task, n_classes))
-    return logs, y_out
+def _device_rng_states(model: Sequential) -> dict[str, Any]:
+    """{"device": {layer name: CounterRNG state}} for the layers that drew on a device, or {}."""
+    states = {layer.name: layer.device_rng.state for layer in model.walk()
+              if getattr(layer, "device_rng", None) is not None}
+    return {"device": states} if states else {}
 
 
-def _on_gpu(model: Sequential) -> bool:
-    w = model.weights
-    return bool(w) and type(w[0].data).__module__.startswith("cupy")
+def _set_device_rng_states(model: Sequential, states: Any, xp: Any) -> None:
+    from dlcli.core.random import CounterRNG
+
+    if not states:
+        return
+    if not isinstance(states, dict):
+        raise CheckpointError(f"the checkpoint's rng.device must be an object, got {states!r:.60}")
+    layers = {layer.name: layer for layer in model.walk() if hasattr(layer, "device_rng")}
+    for name, state in states.items():
+        if name in layers:
+            try:
+                layers[name].device_rng = CounterRNG.from_state(state, xp)
+            except ValueError as e:
+                raise CheckpointError(f"the checkpoint's rng.device[{name!r}]: {e}") from e
 
 
 def _rng_state(rng: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,19 +35,30 @@ def _sum_of_products(a: Any, b: Any, c: int) -> Any:
     return rowwise_sum(lambda a, b: xp.einsum("ij,ij->j", a, b), a, b).reshape(-1, c).sum(axis=0)
 
 
+def _summed(reduce: Callable[[Any], Any], *parts: Any) -> Any:
+    """The per-channel sums `parts` added over every replica in one call, as x's dtype again
+    (carried in float64, so a count is exact)."""
+    xp = get_array_module(parts[0])
+    both = reduce(xp.concatenate([xp.asarray(p, dtype=np.float64).reshape(-1) for p in parts]))
+    return both.astype(parts[0].dtype)
+
+
 class BatchNorm(Function):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta over all axes but the last.
 
-    Inputs are x, then gamma if `has_gamma`, then beta if `has_beta`.
+    Inputs are x, then gamma if `has_gamma`, then beta if `has_beta`. With `reduce` (a sum over
+    replicas, e.g. MPI ranks) the batch statistics are those of every replica's batch together.
     """
 
     def __init__(
         self, running_mean: Any, running_var: Any, training: bool, momentum: float,
         epsilon: float, has_gamma: bool, has_beta: bool,
+        reduce: Callable[[Any], Any] | None = None,
     ) -> None:  # fmt: skip
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.epsilon = training, momentum, epsilon
         self.has_gamma, self.has_beta = has_gamma, has_beta
+        self.reduce = reduce if training else None
 
     def forward(self, x, *params):
         xp = get_array_module(x)
@@ -57,7 +69,11 @@ class BatchNorm(Function):
         reps = xr.shape[1] // c
         count = x.size // c
         if self.training:
-            mean = _per_channel_sum(xr, c) / count
+            total = _per_channel_sum(xr, c)
+            if self.reduce is not None:  # the sum and the count of every replica's batch
+                both = _summed(self.reduce, total, [count])
+                total, count = both[:c], int(both[c])
+            mean = total / count
         else:
             mean = self.running_mean.astype(x.dtype, copy=False)
         # y is built in xc's buffer; backward recomputes xc from x (which the graph keeps
@@ -66,7 +82,10 @@ class BatchNorm(Function):
         mean_t = xp.tile(mean, reps)
         rowwise(lambda xr, xc: xp.subtract(xr, mean_t, out=xc), xr, xc)
         if self.training:
-            var = _sum_of_products(xc, xc, c) / count  # biased, as Keras normalizes
+            squares = _sum_of_products(xc, xc, c)
+            if self.reduce is not None:  # about the global mean: two passes, as below
+                squares = _summed(self.reduce, squares)
+            var = squares / count  # biased, as Keras normalizes
             m = self.momentum
             # Keras: moving = moving * momentum + batch * (1 - momentum), in place
             self.running_mean *= m
@@ -106,8 +125,12 @@ class BatchNorm(Function):
                 # through the batch mean and variance as well:
                 # gx = scale * (gy - mean(gy) - xhat * mean(gy * xhat)) = scale * gy + a * x + b,
                 # two per-channel vectors, so x is read once
-                a = -scale * inv_std * sum_gy_xhat / self.count
-                b = -a * mean - scale * sum_gy / self.count
+                g_sum, g_xhat = sum_gy, sum_gy_xhat
+                if self.reduce is not None:  # means over every replica's batch; gamma and
+                    both = _summed(self.reduce, sum_gy, sum_gy_xhat)  # beta keep this one's
+                    g_sum, g_xhat = both[:c], both[c:]
+                a = -scale * inv_std * g_xhat / self.count
+                b = -a * mean - scale * g_sum / self.count
                 a_t, b_t = xp.tile(a, reps), xp.tile(b, reps)
 
             def grad_x(gyr, xr, gx):
@@ -139,6 +162,7 @@ def batch_norm(
     training: bool,
     momentum: float = 0.99,
     epsilon: float = 1e-3,
+    reduce: Callable[[Any], Any] | None = None,
 ) -> Tensor:
     """Batch normalization over every axis but the last ((N, C) or (N, H, W, C)).
 
@@ -148,6 +172,9 @@ def batch_norm(
         running_mean, running_var: raw (C,) arrays; updated in place when training.
         training: batch statistics (True) or the running ones (False).
         momentum, epsilon: as Keras.
+        reduce: None, or a function that sums a 1-D array over replicas that each hold part of
+            the batch (synchronized BatchNorm over MPI ranks); it is called by every replica at
+            the same points (twice in forward, once in backward, each while training only).
 
     Returns:
         A Tensor of x's shape.
@@ -159,7 +186,7 @@ def batch_norm(
     return BatchNorm.apply(
         x, *params, running_mean=running_mean, running_var=running_var, training=bool(training),
         momentum=float(momentum), epsilon=float(epsilon),
-        has_gamma=gamma is not None, has_beta=beta is not None,
+        has_gamma=gamma is not None, has_beta=beta is not None, reduce=reduce,
     )  # fmt: skip
 
 

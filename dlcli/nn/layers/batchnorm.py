@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,11 @@ from dlcli.nn.layers.base import Layer, Shape, ShapeError
 
 
 class BatchNorm(Layer):
-    """Batch statistics while training (and moving averages updated); moving averages otherwise."""
+    """Batch statistics while training (and moving averages updated); moving averages otherwise.
+
+    synchronized (Keras's argument): under data-parallel training the statistics are those of
+    the global batch; a distributed trainer sets `all_reduce`. Alone it changes nothing.
+    """
 
     default_name = "batch_normalization"
 
@@ -28,6 +33,7 @@ class BatchNorm(Layer):
         gamma_initializer: Any = "ones",
         moving_mean_initializer: Any = "zeros",
         moving_variance_initializer: Any = "ones",
+        synchronized: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -43,6 +49,8 @@ class BatchNorm(Layer):
         self.gamma_initializer = gamma_initializer
         self.moving_mean_initializer = moving_mean_initializer
         self.moving_variance_initializer = moving_variance_initializer
+        self.synchronized = bool(synchronized)
+        self.all_reduce: Callable[[Any], Any] | None = None  # a sum over the ranks, or None
         for init in (beta_initializer, gamma_initializer, moving_mean_initializer,
                      moving_variance_initializer):
             get_initializer(init)  # an unknown name fails here, not at build
@@ -70,6 +78,7 @@ class BatchNorm(Layer):
         return ops.batch_norm(
             x, p.get("gamma"), p.get("beta"), p["moving_mean"].data, p["moving_variance"].data,
             training and self.trainable, momentum=self.momentum, epsilon=self.epsilon,
+            reduce=self.all_reduce if self.synchronized else None,
         )
 
     def macs(self) -> int:
@@ -85,5 +94,6 @@ class BatchNorm(Layer):
             "gamma_initializer": self.gamma_initializer,
             "moving_mean_initializer": self.moving_mean_initializer,
             "moving_variance_initializer": self.moving_variance_initializer,
+            "synchronized": self.synchronized,
             "name": self.name,
         }
