@@ -278,6 +278,23 @@ def test_failed_old_and_damaged_runs(trained: Path, tmp_path: Path) -> None:
     assert len(skipped) == 1
 
 
+def test_a_sweep_folder_lists_its_trials(trained: Path, tmp_path: Path) -> None:
+    # dlcli tune writes runs/<name>-tune-<ts>/trial-NNN/: each trial is a run of its own
+    root = copy_runs(trained, tmp_path / "runs", "alpha")
+    sweep = root / "mlp-tune-1"
+    copy_runs(trained, sweep, "alpha", "beta")
+    clone(trained, sweep, "trial-002", status="stopped by scheduler")
+    (sweep / "trials.csv").write_text("trial\n")
+    (sweep / ".ray").mkdir()
+    found, skipped = scan_runs(root)
+    assert [r.name for r in found] == ["alpha", "mlp-tune-1/alpha", "mlp-tune-1/beta",
+                                       "mlp-tune-1/trial-002"]
+    assert skipped == []
+    res = invoke(str(root))
+    assert res.exit_code == 0, res.output
+    assert "stopped by scheduler" in row_of(res.output, "mlp-tune-1/trial-002")
+
+
 # -- sort, errors --------------------------------------------------------------------------
 def test_sort_orders(trained: Path, tmp_path: Path) -> None:
     root = copy_runs(trained, tmp_path / "runs")

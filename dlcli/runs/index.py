@@ -92,19 +92,34 @@ def scan_runs(root: str | os.PathLike[str]) -> tuple[list[RunInfo], list[str]]:
         raise NotADirectoryError(str(base))
     runs: list[RunInfo] = []
     skipped: list[str] = []
-    for entry in sorted(base.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
+    for entry in _folders(base):
         try:
-            if not any((entry / f).exists() for f in RUN_FILES):
-                skipped.append(f"{entry.name}: not a run directory (no run.json, metrics.json, "
-                               "history.csv, config.yaml or train.log)")
+            if _is_run(entry):
+                runs.append(load_run(entry))
                 continue
+            # a folder of runs one level down (a `dlcli tune` sweep): its runs as sweep/trial
+            inner = [sub for sub in _folders(entry) if _is_run(sub)]
         except OSError as e:
             skipped.append(f"{entry.name}: cannot be read ({e.strerror or e})")
             continue
-        runs.append(load_run(entry))
+        if not inner:
+            skipped.append(f"{entry.name}: not a run directory (no run.json, metrics.json, "
+                           "history.csv, config.yaml or train.log)")
+        for sub in inner:
+            run = load_run(sub)
+            run.name = f"{entry.name}/{sub.name}"
+            runs.append(run)
     return runs, skipped
+
+
+def _folders(path: Path) -> list[Path]:
+    """The visible subfolders of path, by name."""
+    return sorted((p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir()),
+                  key=lambda p: p.name)
+
+
+def _is_run(path: Path) -> bool:
+    return any((path / f).exists() for f in RUN_FILES)
 
 
 def load_run(path: str | os.PathLike[str]) -> RunInfo:
