@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from models import torch_models  # benchmarks/ is on sys.path when run as a script
 
 from dlcli.core import get_num_threads, ops, set_num_threads
 from dlcli.core.backend import tune_host_allocator
@@ -117,19 +118,6 @@ def dlcli_step(model: Callable[[Tensor], Tensor], params: list[Tensor], x: Any, 
 
 
 # -- torch models --------------------------------------------------------------------------------
-
-
-def torch_models(torch: Any) -> dict[str, Any]:
-    nn = torch.nn
-    torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
-                        nn.Linear(128, 10))  # fmt: skip
-    cnn = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
-    )  # fmt: skip
-    return {"mlp": mlp, "cnn": cnn}
 
 
 def torch_step(torch: Any, model: Any, x: Any, y: Any) -> None:

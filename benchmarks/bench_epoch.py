@@ -41,32 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models import DLCLI_LAYERS, torch_models  # benchmarks/ is on sys.path as a script
+
 BATCH = 128
 LR = 1e-3
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FRAMEWORKS = ("dlcli", "torch", "keras")
 MODELS = ("mlp", "cnn")
 
-# The two models of bench_core.py, as a dlcli config; the torch and Keras ones follow below.
-DLCLI_LAYERS = {
-    "mlp": """
-    - {type: Flatten}
-    - {type: Dense, units: 256, activation: relu}
-    - {type: Dense, units: 128, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}""",
-    "cnn": """
-    - {type: Conv2D, filters: 32, kernel_size: 3, padding: same}
-    - {type: BatchNorm}
-    - {type: Activation, activation: relu}
-    - {type: MaxPool2D, pool_size: 2}
-    - {type: Conv2D, filters: 64, kernel_size: 3, padding: same}
-    - {type: BatchNorm}
-    - {type: Activation, activation: relu}
-    - {type: MaxPool2D, pool_size: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 128, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}""",
-}
 DLCLI_CONFIG = """name: bench-{model}
 seed: 0
 data: {{train: {npz}, batch_size: {batch}, normalize: scale, shuffle: true}}
@@ -221,20 +203,13 @@ def run_torch(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     x, y = _load_npz(args.npz)
     x = torch.from_numpy(x).float().div_(255.0).permute(0, 3, 1, 2).contiguous()  # NCHW
     y = torch.from_numpy(y).long()
     nn = torch.nn
+    model = torch_models(torch)[args.model]
     if args.model == "mlp":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
-                              nn.ReLU(), nn.Linear(128, 10))  # fmt: skip
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
-        )  # fmt: skip
+        model = nn.Sequential(nn.Flatten(), model)  # the images come as (N, 1, 28, 28)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(0)

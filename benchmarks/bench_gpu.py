@@ -22,27 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from models import DLCLI_LAYERS, torch_models  # benchmarks/ is on sys.path as a script
 
 BATCH, LR = 128, 1e-3
-LAYERS = {
-    "mlp": """
-    - {type: Flatten}
-    - {type: Dense, units: 256, activation: relu}
-    - {type: Dense, units: 128, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}""",
-    "cnn": """
-    - {type: Conv2D, filters: 32, kernel_size: 3, padding: same}
-    - {type: BatchNorm}
-    - {type: Activation, activation: relu}
-    - {type: MaxPool2D, pool_size: 2}
-    - {type: Conv2D, filters: 64, kernel_size: 3, padding: same}
-    - {type: BatchNorm}
-    - {type: Activation, activation: relu}
-    - {type: MaxPool2D, pool_size: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 128, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}""",
-}
 CONFIG = """name: gpu-bench-{model}
 seed: 0
 device: {device}
@@ -77,8 +59,8 @@ def time_dlcli(model: str, device: str, x: np.ndarray, y: np.ndarray, tmp: Path)
 
     npz = tmp / f"{model}-{device}-{len(x)}.npz"
     np.savez(npz, x=x, y=y)
-    text = CONFIG.format(model=model, device=device, npz=npz, batch=BATCH, layers=LAYERS[model],
-                         lr=LR)
+    text = CONFIG.format(model=model, device=device, npz=npz, batch=BATCH,
+                         layers=DLCLI_LAYERS[model], lr=LR)
     set_num_threads(None)
     trainer = Trainer(load_config_text(text), run_dir=tmp / f"run-{model}-{device}-{len(x)}")
     history = trainer.fit().history
@@ -94,18 +76,12 @@ def time_torch(model: str, x: np.ndarray, y: np.ndarray) -> dict | str:
     if not torch.cuda.is_available():
         return f"torch {torch.__version__} sees no CUDA device"
     dev = torch.device("cuda")
-    torch.manual_seed(0)
     xt = torch.from_numpy(x).to(dev).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
     yt = torch.from_numpy(y).to(dev)
     nn = torch.nn
+    net = torch_models(torch)[model]
     if model == "mlp":
-        net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
-                            nn.ReLU(), nn.Linear(128, 10))
-    else:
-        net = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+        net = nn.Sequential(nn.Flatten(), net)  # the images come as (N, 1, 28, 28)
     net = net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
