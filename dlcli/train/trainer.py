@@ -126,6 +126,17 @@ class TrainResult:
     monitor: str = "loss"
 
 
+def stamped_path(base: Path, stem: str) -> Path:
+    """base/<stem>-<timestamp>, with -2, -3, ... added while that name is taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = base / f"{stem}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{stem}-{stamp}-{n}"
+    return path
+
+
 def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str = "runs") -> Path:
     """runs/<name>-<timestamp>/, or the given folder; a non-empty folder is never reused.
 
@@ -141,13 +152,8 @@ def make_run_dir(cfg: Config, run_dir: str | os.PathLike[str] | None, root: str 
                 "overwrites a run)"
             )
     else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(root)
-        path = base / f"{cfg.name}-{stamp}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = base / f"{cfg.name}-{stamp}-{n}"
+        path = stamped_path(base, cfg.name)
         # the schema keeps names to [A-Za-z0-9._-]; this holds even for a config built in code
         if path.resolve().parent != base.resolve():
             raise DlcliError(f"name {cfg.name!r} would put the run outside {base}/; use a plain "

@@ -285,13 +285,9 @@ def _trial_lines(report: Callable[[str], None] | None, metric: str) -> Any:
 
 # -- results -----------------------------------------------------------------------------------
 def _make_sweep_dir(name: str, root: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root)
-    path = base / f"{name}-tune-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{name}-tune-{stamp}-{n}"
+    from dlcli.train.trainer import stamped_path
+
+    path = stamped_path(Path(root), f"{name}-tune")
     try:
         path.mkdir(parents=True)
     except OSError as e:
