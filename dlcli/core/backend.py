@@ -115,11 +115,6 @@ def to_host(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
-def to_numpy(a: Any) -> np.ndarray:
-    """Copy an array to host memory (no copy for numpy arrays): to_host under its older name."""
-    return to_host(a)
-
-
 def host_float(a: Any) -> float:
     """A one-element array as a Python float, read through to_host."""
     return float(to_host(a).reshape(-1)[0])

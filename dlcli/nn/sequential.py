@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dlcli.core.backend import get_array_module, to_numpy, xp_for
+from dlcli.core.backend import get_array_module, to_host, xp_for
 from dlcli.core.tensor import Tensor
 from dlcli.errors import DlcliError
 from dlcli.nn.layers.base import Layer, Shape, build_in_order
@@ -132,7 +132,7 @@ class Sequential:
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of every weight as numpy arrays, keyed "layer_name/weight_name"."""
         return {
-            f"{layer.name}/{key}": to_numpy(w.data).copy()
+            f"{layer.name}/{key}": to_host(w.data).copy()
             for layer in self.walk()
             for key, w in layer.params.items()
         }
@@ -212,7 +212,7 @@ class Sequential:
 
 
 def _move(a: Any, xp: ModuleType) -> Any:
-    return to_numpy(a) if xp is np else xp.asarray(a)
+    return to_host(a) if xp is np else xp.asarray(a)
 
 
 def _assign_names(layers: list[Layer]) -> None:

@@ -57,7 +57,7 @@ def model_outputs(
         progress: called with the number of samples done after each batch.
     """
     from dlcli.core import Tensor, no_grad, ops
-    from dlcli.core.backend import get_array_module, to_numpy
+    from dlcli.core.backend import get_array_module, to_host
 
     xp = get_array_module(model.weights[0].data) if model.weights else np
     outs = []
@@ -68,7 +68,7 @@ def model_outputs(
                 y = ops.softmax(y)
             elif after == "sigmoid":
                 y = ops.sigmoid(y)
-            outs.append(to_numpy(y.data))
+            outs.append(to_host(y.data))
             if progress is not None:
                 progress(len(outs[-1]))
     return np.concatenate(outs) if outs else np.zeros((0, *model.output_shape), np.float32)

@@ -364,7 +364,7 @@ def plot_filters(source: Path, out: Path) -> Path:
             Dense layer on the flattened image).
     """
     require("matplotlib", "plot", "plotting")
-    from dlcli.core.backend import to_numpy
+    from dlcli.core.backend import to_host
     from dlcli.io.checkpoint import load_checkpoint
     from dlcli.nn.layers import Conv2D, Dense
     from dlcli.nn.restore import restore_model
@@ -375,7 +375,7 @@ def plot_filters(source: Path, out: Path) -> Path:
     layers = model.walk()
     conv = next((layer for layer in layers if isinstance(layer, Conv2D)), None)
     if conv is not None:
-        kernel = to_numpy(conv.params["kernel"].data)  # (kh, kw, cin, cout)
+        kernel = to_host(conv.params["kernel"].data)  # (kh, kw, cin, cout)
         kh, kw, cin, cout = kernel.shape
         rgb = cin == 3
         tiles = [kernel[:, :, :, f] if rgb else kernel[:, :, :, f].mean(axis=2)
@@ -387,7 +387,7 @@ def plot_filters(source: Path, out: Path) -> Path:
     image = len(shape) == 3 or (len(shape) == 2 and min(shape) >= 2)
     if dense_index is not None and image and _sees_flat_image(layers, dense_index, shape):
         dense = layers[dense_index]
-        kernel = to_numpy(dense.params["kernel"].data)  # (h*w*c, units)
+        kernel = to_host(dense.params["kernel"].data)  # (h*w*c, units)
         h, w = shape[:2]
         c = shape[2] if len(shape) == 3 else 1
         rgb = c == 3

@@ -420,6 +420,15 @@ class RunningMetrics:
             outputs = to_host(xp.concatenate(self.outputs))
         return np.array(flat, dtype=np.float64), outputs
 
+    def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """The sums of `state()`'s flat vector, by name, in their shapes."""
+        parts, i = {}, 0
+        for key, shape in self.layout.items():
+            k = math.prod(shape)
+            parts[key] = flat[i:i + k].reshape(shape)
+            i += k
+        return parts
+
     def load(self, flat: np.ndarray, outputs: np.ndarray | None, seen: int, xp: Any) -> None:
         """Continue from `state()` after `seen` samples, on the array module xp."""
         flat = np.asarray(flat, dtype=np.float64).reshape(-1)
@@ -429,11 +438,7 @@ class RunningMetrics:
                                      or outputs.size != seen * self.cols):
             raise ValueError(f"the outputs kept for {', '.join(GATHERED_METRICS)} do not fit "
                              f"{seen} samples of {self.cols} values")
-        self.sums, i = {}, 0
-        for key, shape in self.layout.items():
-            k = math.prod(shape)
-            self.sums[key] = xp.asarray(flat[i:i + k].reshape(shape))
-            i += k
+        self.sums = {key: xp.asarray(part) for key, part in self._unflatten(flat).items()}
         self.seen = seen
         self.outputs = [xp.asarray(outputs)] if self.gather and outputs is not None else []
 
@@ -443,12 +448,7 @@ class RunningMetrics:
         if not self.parsed:
             return {}
         flat, outputs = self.state()
-        v: dict[str, Any] = {}
-        i = 0
-        for key, shape in self.layout.items():
-            k = math.prod(shape)
-            v[key] = flat[i:i + k].reshape(shape)
-            i += k
+        v = self._unflatten(flat)
         n = self.seen
         elements = n * self.cols
         out: dict[str, float] = {}

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dlcli.core.backend import get_array_module, to_numpy
+from dlcli.core.backend import get_array_module, to_host
 from dlcli.core.tensor import Tensor
 
 
@@ -229,12 +229,12 @@ class Optimizer(abc.ABC):
             state[key] = np.asarray(value, dtype=np.float64)
         for slot, arrays in self.slots.items():
             for i, a in enumerate(arrays):
-                state[f"{slot}/{i}"] = to_numpy(a).copy()
+                state[f"{slot}/{i}"] = to_host(a).copy()
         if self.use_ema:
             # checkpoints hold the averages as the model's weights; the trained values, which
             # training continues from, are kept here
             for i, p in enumerate(self.params):
-                state[f"trained/{i}"] = to_numpy(p.data).copy()
+                state[f"trained/{i}"] = to_host(p.data).copy()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -250,7 +250,7 @@ class Optimizer(abc.ABC):
             )
         for slot, arrays in self.slots.items():
             for i, a in enumerate(arrays):
-                value = np.asarray(to_numpy(state[f"{slot}/{i}"]))
+                value = np.asarray(to_host(state[f"{slot}/{i}"]))
                 if value.shape != a.shape:
                     raise ValueError(
                         f"optimizer state '{slot}/{i}' has shape {value.shape}, "
@@ -259,17 +259,17 @@ class Optimizer(abc.ABC):
         for slot, arrays in self.slots.items():
             for i, a in enumerate(arrays):
                 xp = get_array_module(a)
-                a[...] = xp.asarray(to_numpy(state[f"{slot}/{i}"]), dtype=a.dtype)
+                a[...] = xp.asarray(to_host(state[f"{slot}/{i}"]), dtype=a.dtype)
         if self.use_ema:
             for i, p in enumerate(self.params):
-                value = np.asarray(to_numpy(state[f"trained/{i}"]))
+                value = np.asarray(to_host(state[f"trained/{i}"]))
                 if value.shape != p.shape:
                     raise ValueError(f"optimizer state 'trained/{i}' has shape {value.shape}, "
                                      f"expected {tuple(p.shape)}")
                 p.data[...] = get_array_module(p.data).asarray(value, dtype=p.data.dtype)
-        self.iterations = int(np.asarray(to_numpy(state["iterations"])))
-        self.learning_rate = float(np.asarray(to_numpy(state["learning_rate"])))
-        extra = {k: float(np.asarray(to_numpy(state[k]))) for k in self._extra_state()}
+        self.iterations = int(np.asarray(to_host(state["iterations"])))
+        self.learning_rate = float(np.asarray(to_host(state["learning_rate"])))
+        extra = {k: float(np.asarray(to_host(state[k]))) for k in self._extra_state()}
         self._load_extra_state(extra)
 
     def state_dict_keys(self) -> list[str]:
