@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dlcli.core.gradcheck import check_forward, check_grad
+from dlcli.core.ops.activations import relu
 from dlcli.core.ops.conv import conv2d, conv_output_size, normalize_padding, resolve_padding
 from dlcli.core.ops.norm import batch_norm, dropout
 from dlcli.core.ops.pool import avg_pool2d, global_avg_pool2d, max_pool2d
@@ -232,6 +233,30 @@ def test_max_pool_ties_go_to_the_first_maximum():
     x = Tensor(np.zeros((1, 2, 2, 1)), requires_grad=True)
     max_pool2d(x, 2).sum().backward()
     np.testing.assert_array_equal(x.grad[0, :, :, 0], [[1.0, 0.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("pool,strides,padding", POOLS)
+def test_max_pool_with_relu_equals_relu_then_pool(pool, strides, padding):
+    # values and gradients bit for bit, ties included: zeros (ties among relu's zeros),
+    # windows that are all negative, and equal positive values
+    rng = np.random.default_rng(8)
+    x = rng.choice([-2.0, -1.0, 0.0, 1.0, 2.0], size=(2, 7, 6, 3)).astype(np.float32)
+    x[0, :4, :4] = -3.0
+    gy = rng.standard_normal(max_pool2d(Tensor(x), pool, strides, padding).shape)
+    a, b = Tensor(x, requires_grad=True), Tensor(x, requires_grad=True)
+    ya = max_pool2d(relu(a), pool, strides, padding)
+    yb = max_pool2d(b, pool, strides, padding, relu=True)
+    np.testing.assert_array_equal(ya.data, yb.data)
+    (ya * gy).sum().backward()
+    (yb * gy).sum().backward()
+    np.testing.assert_array_equal(a.grad, b.grad)
+    assert np.any(a.grad != 0) and np.any(ya.data == 0)  # the check sees both kinds of cell
+
+
+@pytest.mark.parametrize("pool,strides,padding", POOLS[:3])
+def test_max_pool_with_relu_grad(pool, strides, padding):
+    check_grad(lambda x: max_pool2d(x, pool, strides, padding, relu=True),
+               [distinct((1, 5, 7, 2)) - 0.55])  # no value at the kink
 
 
 def test_max_pool_same_pads_with_minus_infinity():

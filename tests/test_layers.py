@@ -645,3 +645,44 @@ def test_model_on_gpu_matches_cpu() -> None:
     assert isinstance(model(cupy.asarray(x), training=True).data, cupy.ndarray)
     model.to(np)
     assert isinstance(model.weights[0].data, np.ndarray)
+
+
+def _ops_in_graph(y: Tensor) -> list[str]:
+    names, stack, seen = [], [y], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or t._op is None:
+            continue
+        seen.add(id(t))
+        names.append(type(t._op).__name__)
+        stack.extend(t._op.inputs)
+    return names
+
+
+def test_relu_before_max_pool_runs_inside_the_pool_with_the_same_numbers():
+    layers = [Conv2D(4, 3, padding="same", activation="relu"), MaxPool2D(2),
+              BatchNorm(), Activation("relu"), MaxPool2D(2, padding="same"),
+              Conv2D(3, 1, activation="relu"), Flatten(), Dense(5, "relu"), Dense(2)]
+    model = Sequential(layers, (9, 8, 2)).build(3)
+    x = np.random.default_rng(4).standard_normal((3, 9, 8, 2)).astype(np.float32)
+    x[0, :5, :5] = 0.0  # flat regions: ties inside the pools
+
+    def run(fused: bool) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+        for w in model.trainable_weights:
+            w.grad = None
+        if fused:
+            y = model(Tensor(x), training=True)
+        else:  # one layer after the other, each with its own ReLU
+            y = Tensor(x)
+            for layer in model.layers:
+                y = layer(y, training=True)
+        graph = _ops_in_graph(y)
+        (y * y).sum().backward()
+        return y.data, [w.grad for w in model.trainable_weights], graph
+
+    y_plain, g_plain, ops_plain = run(False)
+    y_fused, g_fused, ops_fused = run(True)
+    np.testing.assert_array_equal(y_plain, y_fused)
+    for a, b in zip(g_plain, g_fused, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ops_plain.count("ReLU") == 4 and ops_fused.count("ReLU") == 2  # two went into pools

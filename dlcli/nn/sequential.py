@@ -10,12 +10,33 @@ from typing import Any
 import numpy as np
 
 from dlcli.core.backend import get_array_module, to_host, xp_for
+from dlcli.core.ops.activations import relu
 from dlcli.core.tensor import Tensor
 from dlcli.errors import DlcliError
 from dlcli.nn.layers.base import Layer, Shape, build_in_order
+from dlcli.nn.layers.pool import MaxPool2D
 
 # activations the trainer folds into the loss (softmax/sigmoid + cross-entropy from logits)
 _FUSABLE = ("softmax", "sigmoid")
+
+
+def _run(layers: list[Layer], x: Tensor, training: bool) -> Tensor:
+    """Apply the layers in order.
+
+    A layer that ends in a ReLU followed by a MaxPool2D hands the pool its input before the
+    ReLU, and the pool applies it (ops.max_pool2d's relu): max_pool(relu(x)) equals
+    relu(max_pool(x)) in value and gradient, and the ReLU then costs a quarter of the passes.
+    """
+    i = 0
+    while i < len(layers):
+        layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(after, MaxPool2D) and getattr(layer, "activation_fn", None) is relu:
+            x = after.call(layer.pre_activation(x, training=training), training, relu=True)
+            i += 2
+        else:
+            x = layer(x, training=training)
+            i += 1
+    return x
 
 
 class ModelError(DlcliError, ValueError):
@@ -76,17 +97,12 @@ class Sequential:
     # -- computing --------------------------------------------------------------------------
     def __call__(self, x: Any, training: bool = False) -> Tensor:
         """The model's output for a batch (after the last layer's activation)."""
-        x = self._input(x)
-        for layer in self.layers:
-            x = layer(x, training=training)
-        return x
+        return _run(self.layers, self._input(x), training)
 
     def logits(self, x: Any, training: bool = False) -> Tensor:
         """Like __call__ but without the last layer's softmax/sigmoid, for a fused loss."""
-        x = self._input(x)
         *body, last = self.layers
-        for layer in body:
-            x = layer(x, training=training)
+        x = _run(body, self._input(x), training)
         if getattr(last, "activation", None) in _FUSABLE:
             return last.pre_activation(x, training=training)
         return last(x, training=training)

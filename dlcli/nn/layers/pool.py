@@ -54,8 +54,9 @@ class MaxPool2D(_Pool2D):
 
     default_name = "max_pooling2d"
 
-    def call(self, x: Tensor, training: bool = False) -> Tensor:
-        return ops.max_pool2d(x, self.pool_size, self.window_strides, self.padding)
+    def call(self, x: Tensor, training: bool = False, relu: bool = False) -> Tensor:
+        """relu=True pools relu(x) (the model passes it the ReLU of the layer before)."""
+        return ops.max_pool2d(x, self.pool_size, self.window_strides, self.padding, relu=relu)
 
 
 class AvgPool2D(_Pool2D):
