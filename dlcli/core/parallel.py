@@ -42,6 +42,7 @@ _gemms_since_split = _QUIET_GEMMS  # GEMMs since the last split pass other than 
 _blas: Any = None  # threadpoolctl's controller of the BLAS libraries, once needed
 _blas_limits: Any = None  # its limiter, alive while BLAS is held to one thread
 _blas_threads = 1  # BLAS's own thread count before we held it to one
+_blas_now = 1  # the count BLAS runs with now, while we hold it (set_num_threads(n > 1))
 
 
 class _Worker:
@@ -110,7 +111,7 @@ def set_num_threads(n: int | None = None) -> None:
     Example:
         set_num_threads(None)  # dlcli train does this on the CPU
     """
-    global _threads, _blas, _blas_limits, _blas_threads
+    global _threads, _blas, _blas_limits, _blas_threads, _blas_now
     n = _available_cores() if n is None else int(n)
     if n < 1:
         raise ValueError(f"thread count must be at least 1, got {n}")
@@ -127,6 +128,7 @@ def set_num_threads(n: int | None = None) -> None:
             _blas = ThreadpoolController().select(user_api="blas")
             _blas_threads = max([lib.num_threads for lib in _blas.lib_controllers], default=1)
             _blas_limits = _blas.limit(limits=1)
+        _blas_now = 1
     elif _blas_limits is not None:
         _blas_limits.restore_original_limits()
         _blas_limits = None
@@ -179,6 +181,7 @@ def _split(fn: Callable[..., Any], arrays: tuple[Any, ...], work: Any, min_work:
     if not splits(first, work, min_work) or not _busy.acquire(blocking=False):
         return [fn(*arrays)]
     try:
+        _set_blas_threads(1)  # our threads take the cores now
         chunks = row_chunks(first.shape[0], min(_threads, first.shape[0]))
         workers = _workers[: len(chunks) - 1]
         for worker, rows in zip(workers, chunks[1:], strict=True):
@@ -236,13 +239,15 @@ def pmatmul(a: Any, b: Any) -> Any:
         return out
     if macs <= _BLAS_SERIAL_MACS or not isinstance(a, np.ndarray):
         return a @ b
+    # BLAS keeps its threads until the next split pass takes them back (_split): setting
+    # the count costs ~10 us, a tenth of a small GEMM, and a run of GEMMs needs it once
     _set_blas_threads(min(_threads, _blas_threads))
-    try:
-        return a @ b
-    finally:
-        _set_blas_threads(1)
+    return a @ b
 
 
 def _set_blas_threads(n: int) -> None:
-    for lib in _blas.lib_controllers:
-        lib.set_num_threads(n)
+    global _blas_now
+    if n != _blas_now and _blas is not None:
+        for lib in _blas.lib_controllers:
+            lib.set_num_threads(n)
+        _blas_now = n
