@@ -171,3 +171,13 @@ def test_gemms_go_to_blas_threads_when_nothing_else_is_split(monkeypatch):
 def test_thread_count_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         set_num_threads(0)
+
+
+def test_rowwise_sums_adds_each_partial_in_chunk_order(split_everything):
+    set_num_threads(3)
+    a = np.random.default_rng(5).standard_normal((7, 4)).astype(np.float32)
+    total, squares = parallel.rowwise_sums(lambda r: (r.sum(axis=0), (r * r).sum(axis=0)), a)
+    chunks = parallel.row_chunks(7, 3)
+    want = a[chunks[0]].sum(axis=0) + a[chunks[1]].sum(axis=0) + a[chunks[2]].sum(axis=0)
+    np.testing.assert_array_equal(total, want)
+    np.testing.assert_array_equal(squares, parallel.rowwise_sum(lambda r: (r * r).sum(axis=0), a))

@@ -213,6 +213,18 @@ def rowwise_sum(fn: Callable[..., Any], *arrays: Any) -> Any:
     return total
 
 
+def rowwise_sums(fn: Callable[..., tuple[Any, ...]], *arrays: Any) -> tuple[Any, ...]:
+    """rowwise_sum for an fn that returns several partial sums: each added in chunk order.
+
+    One hand-off to the threads instead of one per sum (a hand-off costs 0.05-0.15 ms).
+    """
+    parts = rowwise(fn, *arrays)
+    totals = parts[0]
+    for p in parts[1:]:
+        totals = tuple(t + q for t, q in zip(totals, p, strict=True))
+    return tuple(totals)
+
+
 def pcopyto(dst: Any, src: Any) -> None:
     """xp.copyto(dst, src), split by rows; src must have dst's leading axis."""
     xp = get_array_module(dst)

@@ -9,7 +9,7 @@ import numpy as np
 
 from dlcli.core.backend import get_array_module
 from dlcli.core.ops.conv import column_sum
-from dlcli.core.parallel import rowwise, rowwise_sum
+from dlcli.core.parallel import rowwise, rowwise_sums
 from dlcli.core.tensor import Function, Tensor
 
 
@@ -27,12 +27,6 @@ def _rows(a: Any) -> Any:
 def _per_channel_sum(r: Any, c: int) -> Any:
     """Sum of a (R, L) row view over everything but the channel: -> (C,)."""
     return column_sum(r).reshape(-1, c).sum(axis=0)
-
-
-def _sum_of_products(a: Any, b: Any, c: int) -> Any:
-    """Per-channel sum of a*b for two (R, L) row views, without a temporary the size of a."""
-    xp = get_array_module(a)
-    return rowwise_sum(lambda a, b: xp.einsum("ij,ij->j", a, b), a, b).reshape(-1, c).sum(axis=0)
 
 
 def _summed(reduce: Callable[[Any], Any], *parts: Any) -> Any:
@@ -80,9 +74,14 @@ class BatchNorm(Function):
         # alive anyway), so no second activation-sized array outlives forward
         xc = xp.empty(xr.shape, dtype=xp.result_type(xr, mean))
         mean_t = xp.tile(mean, reps)
-        rowwise(lambda xr, xc: xp.subtract(xr, mean_t, out=xc), xr, xc)
         if self.training:
-            squares = _sum_of_products(xc, xc, c)
+            # each thread squares its rows of xc right after writing them: one hand-off,
+            # and the rows are read again while still in cache
+            def center(xr, xc):
+                xp.subtract(xr, mean_t, out=xc)
+                return (xp.einsum("ij,ij->j", xc, xc),)
+
+            squares = rowwise_sums(center, xr, xc)[0].reshape(-1, c).sum(axis=0)
             if self.reduce is not None:  # about the global mean: two passes, as below
                 squares = _summed(self.reduce, squares)
             var = squares / count  # biased, as Keras normalizes
@@ -93,6 +92,7 @@ class BatchNorm(Function):
             self.running_var *= m
             self.running_var += (1 - m) * var
         else:
+            rowwise(lambda xr, xc: xp.subtract(xr, mean_t, out=xc), xr, xc)
             var = self.running_var.astype(x.dtype, copy=False)
         inv_std = 1.0 / xp.sqrt(var + self.epsilon)
         scale = inv_std if gamma is None else gamma * inv_std
@@ -114,10 +114,13 @@ class BatchNorm(Function):
         gyr, xr = _rows(gy), _rows(self.x)
         reps = gyr.shape[1] // c
         inv_std, scale, mean = self.inv_std, self.scale, self.mean
-        sum_gy = _per_channel_sum(gyr, c)
-        # sum(gy * (x - mean)) from x itself, so no centred copy of x is made; the
-        # cancellation costs about as much precision as x - mean does in float32
-        sum_gy_xhat = (_sum_of_products(gyr, xr, c) - mean * sum_gy) * inv_std
+        # sum(gy) as GEMVs and sum(gy * (x - mean)) from x itself, so no centred copy of x is
+        # made (the cancellation costs about as much precision as x - mean does in float32);
+        # both in one hand-off to the threads
+        sums = rowwise_sums(lambda gy, x: (xp.ones(gy.shape[0], dtype=gy.dtype) @ gy,
+                                           xp.einsum("ij,ij->j", gy, x)), gyr, xr)
+        sum_gy, sum_gy_x = (a.reshape(-1, c).sum(axis=0) for a in sums)
+        sum_gy_xhat = (sum_gy_x - mean * sum_gy) * inv_std
         grads = []
         if self.needs_input_grad[0]:
             scale_t = xp.tile(scale, reps)
