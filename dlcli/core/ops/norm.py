@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from dlcli.core.backend import get_array_module
-from dlcli.core.ops.conv import column_sum
-from dlcli.core.parallel import rowwise, rowwise_sums
+from dlcli.core.ops.conv import column_sum, ones_gemv
+from dlcli.core.parallel import rowwise, rowwise_sum, rowwise_sums
 from dlcli.core.tensor import Function, Tensor
 
 
@@ -79,9 +79,9 @@ class BatchNorm(Function):
             # and the rows are read again while still in cache
             def center(xr, xc):
                 xp.subtract(xr, mean_t, out=xc)
-                return (xp.einsum("ij,ij->j", xc, xc),)
+                return xp.einsum("ij,ij->j", xc, xc)
 
-            squares = rowwise_sums(center, xr, xc)[0].reshape(-1, c).sum(axis=0)
+            squares = rowwise_sum(center, xr, xc).reshape(-1, c).sum(axis=0)
             if self.reduce is not None:  # about the global mean: two passes, as below
                 squares = _summed(self.reduce, squares)
             var = squares / count  # biased, as Keras normalizes
@@ -117,8 +117,7 @@ class BatchNorm(Function):
         # sum(gy) as GEMVs and sum(gy * (x - mean)) from x itself, so no centred copy of x is
         # made (the cancellation costs about as much precision as x - mean does in float32);
         # both in one hand-off to the threads
-        sums = rowwise_sums(lambda gy, x: (xp.ones(gy.shape[0], dtype=gy.dtype) @ gy,
-                                           xp.einsum("ij,ij->j", gy, x)), gyr, xr)
+        sums = rowwise_sums(lambda gy, x: (ones_gemv(gy), xp.einsum("ij,ij->j", gy, x)), gyr, xr)
         sum_gy, sum_gy_x = (a.reshape(-1, c).sum(axis=0) for a in sums)
         sum_gy_xhat = (sum_gy_x - mean * sum_gy) * inv_std
         grads = []
