@@ -228,6 +228,21 @@ def test_missing_file(tmp_path: Path) -> None:
     assert result.output.strip() == f"error: {tmp_path / 'nope.yaml'}: no such file"
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("model.onnx", "an ONNX model"), ("x.npy", "a numpy array"), ("blob.bin", "a binary file")],
+)
+def test_binary_file_given_as_config(tmp_path: Path, name: str, kind: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\x08\x07\x12\x8c\xff\xfe binary")  # not UTF-8
+    for command in ("summary", "validate", "train"):
+        result = run(command, str(path))
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert result.output.strip() == (
+            f"error: {path}: is {kind}, not a YAML config (a UTF-8 text file)"
+        )
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run("--debug", "validate", str(tmp_path / "nope.yaml"))
     assert isinstance(result.exception, ConfigError)

@@ -764,6 +764,18 @@ def _check_model_alone(data: dict[str, Any], err: ValidationError, model_check: 
     return [source.issue(loc, msg) for loc, msg in model_check(model, batch_size)]
 
 
+# binary files a user may hand to a command that wants a config, and what they are
+_BINARY_KINDS = {".onnx": "an ONNX model", ".npz": "a numpy archive", ".npy": "a numpy array",
+                 ".safetensors": "a safetensors file", ".png": "an image", ".jpg": "an image",
+                 ".jpeg": "an image", ".gz": "a gzip file"}
+
+
+def _not_text(filename: str) -> str:
+    """The message for a file that is not UTF-8 text: what it seems to be, and what is wanted."""
+    kind = _BINARY_KINDS.get(os.path.splitext(filename)[1].lower(), "a binary file")
+    return f"is {kind}, not a YAML config (a UTF-8 text file)"
+
+
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (),
                 model_check: ModelCheck | None = None) -> Config:
     """Read, override and validate a YAML config file.
@@ -789,7 +801,9 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (),
     try:
         with open(filename, encoding="utf-8") as f:
             text = f.read(MAX_BYTES + 1)  # not all of a huge file, nor endlessly from a device
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue("", _not_text(filename))], filename) from None
+    except OSError as err:
         raise ConfigError([ConfigIssue("", f"cannot read the file: {err}")], filename) from None
     if len(text) > MAX_BYTES:
         raise ConfigError([ConfigIssue("", f"the file is longer than {MAX_BYTES // 2**20} MiB; "
