@@ -295,6 +295,20 @@ def test_a_sweep_folder_lists_its_trials(trained: Path, tmp_path: Path) -> None:
     assert "stopped by scheduler" in row_of(res.output, "mlp-tune-1/trial-002")
 
 
+def test_a_run_directory_lists_itself(trained: Path, tmp_path: Path) -> None:
+    # `dlcli runs runs/alpha` (the run, not the folder of runs): that run's row, not "no runs"
+    root = copy_runs(trained, tmp_path / "runs")
+    found, skipped = scan_runs(root / "alpha")
+    assert [r.name for r in found] == ["alpha"] and skipped == []
+    res = invoke(str(root / "alpha") + "/")
+    assert res.exit_code == 0, res.output
+    assert "finished" in row_of(res.output, "alpha") and "beta" not in res.output
+    # the sweep folder itself still lists its trials (it holds no run files of its own)
+    sweep = copy_runs(trained, root / "mlp-tune-1", "beta")
+    (sweep / "trials.csv").write_text("trial\n")
+    assert [r.name for r in scan_runs(sweep)[0]] == ["beta"]
+
+
 # -- sort, errors --------------------------------------------------------------------------
 def test_sort_orders(trained: Path, tmp_path: Path) -> None:
     root = copy_runs(trained, tmp_path / "runs")

@@ -48,7 +48,8 @@ def runs() -> None:
                                               "last).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
 def list_runs(directory: str, sort_key: str, reverse: bool, as_json: bool) -> None:
-    """The runs under DIR (default runs/): status, epochs, best and test metrics, wall time."""
+    """The runs under DIR (default runs/), or DIR alone when it is a run: status, epochs, best
+    and test metrics, wall time."""
     from dlcli.runs.index import SORT_KEYS, scan_runs, sort_runs
 
     try:

@@ -76,10 +76,10 @@ class RunInfo:
 
 
 def scan_runs(root: str | os.PathLike[str]) -> tuple[list[RunInfo], list[str]]:
-    """Read every run directory directly under root.
+    """Read every run directory directly under root (or root alone, when it is a run).
 
     Args:
-        root: the folder that holds the runs (`runs/`).
+        root: the folder that holds the runs (`runs/`), or one run directory.
     Returns:
         The runs in folder-name order, and notes on the entries skipped (not a run).
     Raises:
@@ -90,6 +90,10 @@ def scan_runs(root: str | os.PathLike[str]) -> tuple[list[RunInfo], list[str]]:
         raise FileNotFoundError(str(base))
     if not base.is_dir():
         raise NotADirectoryError(str(base))
+    if _is_run(base):  # `dlcli runs runs/mnist-...`: the table of that one run
+        run = load_run(base)
+        run.name = base.resolve().name
+        return [run], []
     runs: list[RunInfo] = []
     skipped: list[str] = []
     for entry in _folders(base):
