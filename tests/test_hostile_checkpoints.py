@@ -651,3 +651,25 @@ def test_the_cli_prints_one_error_for_mutated_checkpoints(good: Path, tmp_path: 
             assert "error:" in res.output and "Traceback" not in res.output, res.output
     res = runner.invoke(main, ["eval", "/dev/zero"])
     assert res.exit_code == 2 and "not a regular file" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "says"),
+    [
+        ("model.onnx", b"\x08\x07\x12\x04onnx", "an ONNX model: give the checkpoint"),
+        ("w.safetensors", struct.pack("<Q", 2) + b"{}", "a safetensors weights file, which "
+                                                          "predict and export read"),
+        ("w.bin", struct.pack("<Q", 2) + b"{}  ", "named *.safetensors"),
+        ("config.yaml", b"name: x\n", "a YAML file: a config is trained with dlcli train"),
+        ("junk.dat", b"\x00\x01\x02\x03 junk", "(not an npz archive)"),
+    ],
+)
+def test_other_files_given_as_a_checkpoint_are_named(tmp_path: Path, name: str, head: bytes,
+                                                     says: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(head)
+    with pytest.raises(CheckpointError, match="is not a dlcli checkpoint") as info:
+        load_checkpoint(path)
+    assert says in str(info.value)
+    result = CliRunner().invoke(main, ["eval", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and says in result.output

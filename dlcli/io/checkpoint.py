@@ -162,11 +162,11 @@ def load_checkpoint(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) ->
     with os.fdopen(fd, "rb") as f:
         _check_file(p, os.fstat(f.fileno()), max_bytes)
         try:
-            magic = f.read(4)
+            magic = f.read(16)
         except OSError as e:  # e.g. /proc files that stat calls regular
             raise _error(f"cannot read the checkpoint {p}: {e.strerror or e}") from e
         if not magic.startswith(b"PK"):
-            raise _error(f"{p} is not a dlcli checkpoint (not an npz archive)")
+            raise _error(f"{p} is not a dlcli checkpoint ({_what_is(p, magic)})")
         try:
             f.seek(0)
             return _read(p, f, max_bytes)
@@ -174,6 +174,21 @@ def load_checkpoint(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) ->
             raise _error(
                 f"{p} is not a readable dlcli checkpoint (corrupt or truncated: {e})"
             ) from e
+
+
+def _what_is(p: Path, head: bytes) -> str:
+    """What a file that is not an npz archive seems to be, from its name and first bytes."""
+    if p.suffix.lower() == ".onnx":
+        return "an ONNX model: give the checkpoint it was exported from"
+    if p.suffix.lower() == ".safetensors":
+        return ("a safetensors weights file, which predict and export read: here give the "
+                "checkpoint it was exported from")
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    if len(head) > 8 and head[8:9] == b"{":
+        return "it looks like a safetensors file; dlcli reads those when named *.safetensors"
+    if p.suffix.lower() in (".yaml", ".yml"):
+        return "a YAML file: a config is trained with dlcli train CONFIG"
+    return "not an npz archive"
 
 
 def _error(message: str) -> CheckpointError:
