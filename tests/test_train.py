@@ -330,6 +330,26 @@ def test_resume_with_another_optimizer_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot resume" in res.output and "Traceback" not in res.output
 
 
+def test_resume_takes_a_run_directory_for_its_last_checkpoint(tmp_path: Path) -> None:
+    _, first = fit(SMALL, tmp_path, "training.epochs=1", name="first")
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent(SMALL))
+    weights = {}
+    for i, given in enumerate([first.run_dir / "checkpoints" / "last", first.run_dir,
+                               first.run_dir / "checkpoints"]):
+        res = CliRunner().invoke(main, [
+            "train", str(config), "--epochs", "2", "--run-dir", str(tmp_path / f"r{i}"),
+            "--resume", str(given), "--quiet"])
+        assert res.exit_code == 0, res.output
+        weights[i] = load_checkpoint(tmp_path / f"r{i}" / "checkpoints" / "last").weights
+    for i in (1, 2):  # the same run continued: the same weights to the last bit
+        for k, v in weights[0].items():
+            np.testing.assert_array_equal(weights[i][k], v)
+    # a folder without a last checkpoint is refused with a hint, never a traceback
+    res = CliRunner().invoke(main, ["train", str(config), "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in res.output and "Traceback" not in res.output
+
+
 def test_resume_keeps_the_best_weights_from_before(tmp_path: Path) -> None:
     stopping = ("training.early_stopping={monitor: val_loss, patience: 100, "
                 "restore_best_weights: true}")

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 import traceback
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,9 +25,10 @@ from dlcli.errors import CheckpointError, DlcliError
               help="Where to write the run (default runs/<name>-<timestamp>); never overwritten.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder searched first for built-in datasets (also $DLCLI_DATA).")
-@click.option("--resume", "resume", type=click.Path(dir_okay=False),
-              help="Continue from a checkpoint (weights, optimizer, schedule, random states).")
-@click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
+@click.option("--resume", "resume", type=click.Path(),
+              help="Continue from a checkpoint (weights, optimizer, schedule, random states), "
+                   "or from a run directory's checkpoints/last.")
+@click.option("--init-from", "init_from", type=click.Path(),
               help="Start from another run's weights: every layer whose name and weight shapes "
                    "match (model.init_from in the config says more).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
@@ -98,6 +100,7 @@ def _inputs(config: str, extra: list[str], resume: str | None,
     cfg = load_config(config, extra)
     ckpt = best = None
     if resume:
+        resume = _last_of_run(resume)
         ckpt = load_checkpoint(resume)
         folder = resolve_path(resume).parent
         for orphan in clean_temporary_files(folder) if root else ():
@@ -118,6 +121,15 @@ def _inputs(config: str, extra: list[str], resume: str | None,
 
         hooks.extend(hooks_from_config(cfg))  # logging: trackers; a missing extra is exit 2 here
     return cfg, ckpt, best, hooks
+
+
+def _last_of_run(path: str) -> str:
+    """A run directory (or its checkpoints folder) given to --resume means its last checkpoint;
+    anything else is left to load_checkpoint, which says what is wrong with it."""
+    for last in (Path(path) / "checkpoints" / "last.npz", Path(path) / "last.npz"):
+        if Path(path).is_dir() and last.is_file():
+            return str(last)
+    return path
 
 
 def _end_rank(comm: Any, err: BaseException) -> None:
