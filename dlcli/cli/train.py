@@ -126,9 +126,11 @@ def _inputs(config: str, extra: list[str], resume: str | None,
 def _last_of_run(path: str) -> str:
     """A run directory (or its checkpoints folder) given to --resume means its last checkpoint;
     anything else is left to load_checkpoint, which says what is wrong with it."""
-    for last in (Path(path) / "checkpoints" / "last.npz", Path(path) / "last.npz"):
-        if Path(path).is_dir() and last.is_file():
-            return str(last)
+    folder = Path(path)
+    if folder.is_dir():
+        for last in (folder / "checkpoints" / "last.npz", folder / "last.npz"):
+            if last.is_file():
+                return str(last)
     return path
 
 
