@@ -182,7 +182,26 @@ def test_plot_two_runs(runs: dict[str, Path], tmp_path: Path) -> None:
                                     str(out)])
     assert res.exit_code == 0, res.output
     assert f"curves of 2 runs written to {out}" in res.output
-    assert png_size(out) == (2 * 480, 360)  # the loss and the first metric, side by side
+    # the loss and the first metric, side by side, and the shared legend under them: 7 entries
+    # (early: train, validation, best, stop; full: train, validation, best) in 2 columns
+    assert png_size(out) == (2 * 480, 360 + 4 * 15 + 20)
+
+
+@needs_mpl
+def test_several_runs_share_one_legend_under_the_curves(runs: dict[str, Path]) -> None:
+    early, full = read_run(runs["early"]), read_run(runs["full"])
+    early.name, full.name = "a-long-run-name-" * 3 + "early", "a-long-run-name-" * 3 + "full"
+    fig = curves_figure([early, full], ["loss", "accuracy"])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert all(ax.get_legend() is None for ax in axes)  # nothing drawn over the curves
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert len(labels) == len(set(labels)) == 7  # each once, though both panels draw it
+    assert f"{early.name}: early stop after epoch 2" in labels
+    assert f"{full.name}: validation" in labels
+    # one run alone keeps its legend inside each panel
+    fig = curves_figure([early], ["loss"])
+    assert not fig.legends and fig.axes[0].get_legend() is not None
 
 
 @needs_mpl
@@ -191,7 +210,9 @@ def test_plot_one_metric(runs: dict[str, Path], tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["plot", str(runs["early"]), str(runs["full"]),
                                     "--metric", "val_accuracy", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert png_size(out) == (480, 360)
+    # one panel, its legend under it in one column: 5 entries (early: validation, best,
+    # stop; full: validation, best)
+    assert png_size(out) == (480, 360 + 5 * 15 + 20)
 
 
 @needs_mpl

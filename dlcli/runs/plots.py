@@ -195,11 +195,30 @@ def curves_figure(runs: Sequence[Curves], quantities: Sequence[str], with_lr: bo
         ax.grid(alpha=0.3)
         if quantity == "lr":
             _log_scale_if_wide(ax, [v for run in runs for v in run.columns.get("lr", [])])
-        if ax.get_legend_handles_labels()[0]:
+        if not several and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, framealpha=0.7)
+    if several:
+        _shared_legend(fig, axes[: len(panels)])
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _shared_legend(fig: Any, axes: Sequence[Any]) -> None:
+    """Several runs: one legend under the grid (the figure grows to hold it), so long run
+    names never cover the curves; each label once, though it appears in several panels."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if not entries:
+        return
+    ncols = 1 if fig.get_figwidth() * DPI < 2 * PANEL_PX[0] else 2
+    lines = math.ceil(len(entries) / ncols)
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + (lines * 15 + 20) / DPI)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=ncols,
+               fontsize=7, frameon=False)
 
 
 def _draw_quantity(ax: Any, run: Curves, quantity: str, color: str, several: bool) -> None:
