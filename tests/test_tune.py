@@ -203,6 +203,9 @@ def test_sweep_of_four_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       "val_loss")))
     out = res.output
     assert "optimizer.learning_rate" in out and "best val_loss" in out
+    for run in runs:  # each trial's line gives its last value (the table gives the best)
+        last = float(_column(run / "history.csv", "val_loss")[-1])
+        assert f"{run.name} ended after 3 epochs: last val_loss {last:.4g}" in out, out
     assert f"config in {Path('runs') / sweep.name / 'best.yaml'}" in out
 
 

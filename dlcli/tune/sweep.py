@@ -273,7 +273,7 @@ def _trial_lines(report: Callable[[str], None] | None, metric: str) -> Any:
                 report(f"{_trial_name(trial)} ended without a result")
                 return
             report(f"{_trial_name(trial)} ended after {epochs} epoch"
-                   f"{'s' if epochs != 1 else ''}: {metric} {value:.4g}")
+                   f"{'s' if epochs != 1 else ''}: last {metric} {value:.4g}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any
                            ) -> None:
