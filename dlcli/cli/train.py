@@ -126,12 +126,10 @@ def _inputs(config: str, extra: list[str], resume: str | None,
 def _last_of_run(path: str) -> str:
     """A run directory (or its checkpoints folder) given to --resume means its last checkpoint;
     anything else is left to load_checkpoint, which says what is wrong with it."""
-    folder = Path(path)
-    if folder.is_dir():
-        for last in (folder / "checkpoints" / "last.npz", folder / "last.npz"):
-            if last.is_file():
-                return str(last)
-    return path
+    from dlcli.io.checkpoint import checkpoint_in
+
+    last = checkpoint_in(path, "checkpoints/last", "last") if Path(path).is_dir() else None
+    return path if last is None else str(Path(path) / last)
 
 
 def _end_rank(comm: Any, err: BaseException) -> None:

@@ -178,15 +178,16 @@ def load_checkpoint(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) ->
 
 def _what_is(p: Path, head: bytes) -> str:
     """What a file that is not an npz archive seems to be, from its name and first bytes."""
-    if p.suffix.lower() == ".onnx":
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
         return "an ONNX model: give the checkpoint it was exported from"
-    if p.suffix.lower() == ".safetensors":
+    if suffix == ".safetensors":
         return ("a safetensors weights file, which predict and export read: here give the "
                 "checkpoint it was exported from")
     # safetensors: an 8-byte little-endian header length, then the JSON header
     if len(head) > 8 and head[8:9] == b"{":
         return "it looks like a safetensors file; dlcli reads those when named *.safetensors"
-    if p.suffix.lower() in (".yaml", ".yml"):
+    if suffix in (".yaml", ".yml"):
         return "a YAML file: a config is trained with dlcli train CONFIG"
     return "not an npz archive"
 
@@ -196,12 +197,20 @@ def _error(message: str) -> CheckpointError:
     return CheckpointError(" ".join(message.split("\n")).replace("\r", " "))
 
 
+def checkpoint_in(folder: str | os.PathLike[str], *names: str) -> str | None:
+    """The first of `names` (e.g. "checkpoints/last", "last") that is a checkpoint file in
+    folder, without its suffix (as users write it), or None."""
+    for name in names:
+        if (Path(folder) / f"{name}{SUFFIX}").is_file():
+            return name
+    return None
+
+
 def _folder_hint(given: str | os.PathLike[str], folder: Path) -> str:
     """What to give instead of a folder: a checkpoint that exists in it, if any."""
-    for candidate in ("checkpoints/best", "checkpoints/last", "best", "last"):
-        if (folder / f"{candidate}{SUFFIX}").is_file():
-            return (f"{given} is a folder; give a checkpoint file, "
-                    f"e.g. {Path(given) / candidate}")
+    candidate = checkpoint_in(folder, "checkpoints/best", "checkpoints/last", "best", "last")
+    if candidate is not None:
+        return f"{given} is a folder; give a checkpoint file, e.g. {Path(given) / candidate}"
     return (f"{given} is a folder with no checkpoint in it (no checkpoints/best{SUFFIX}, "
             f"best{SUFFIX} or last{SUFFIX}); give a checkpoint file, "
             f"e.g. runs/<run>/checkpoints/best")
